@@ -1,0 +1,67 @@
+//! `align embed-images` / `align embed-texts`: L2-normalised embeddings to a `.npy` file.
+
+use std::path::PathBuf;
+
+use align_model::{Align, to_vec};
+
+use crate::hub::ModelArgs;
+use crate::images::ImageArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output .npy file: f32 [N, dim], one L2-normalised row per image in argument order
+    /// (without the images skipped by --skip-bad).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    images: ImageArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TextsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output .npy file: f32 [N, dim], one L2-normalised row per text in argument order.
+    #[arg(long)]
+    out: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Texts to embed (longer than 64 tokens: truncated, keeping [SEP] last).
+    #[arg(required = true)]
+    texts: Vec<String>,
+}
+
+pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let align = Align::from_dir(args.model.resolve()?, device)?;
+    let mut rows = Vec::new();
+    let mut dim = 0;
+    args.images
+        .for_each_batch(align.images.decode_options(), |_, images| {
+            let embeds = align.embed_images(images)?;
+            dim = embeds.dims()[1];
+            rows.extend(to_vec(embeds)?);
+            Ok(())
+        })?;
+    let n = if dim == 0 { 0 } else { rows.len() / dim };
+    crate::npy::write_f32(&args.out, &[n, dim], &rows)?;
+    eprintln!("wrote {} f32 [{n}, {dim}]", args.out.display());
+    Ok(())
+}
+
+pub fn texts(args: &TextsArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let align = Align::from_dir(args.model.resolve()?, device)?;
+    let mut rows = Vec::new();
+    let mut dim = 0;
+    for chunk in args.texts.chunks(args.batch_size as usize) {
+        let embeds = align.embed_texts(chunk)?;
+        dim = embeds.dims()[1];
+        rows.extend(to_vec(embeds)?);
+    }
+    let n = args.texts.len();
+    crate::npy::write_f32(&args.out, &[n, dim], &rows)?;
+    eprintln!("wrote {} f32 [{n}, {dim}]", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Decoding the image arguments batch by batch, with `--skip-bad`.
+
+use std::path::PathBuf;
+
+use align_processor::{RgbImage, decode_path};
+use anyhow::anyhow;
+use rayon::prelude::*;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// Report unreadable images on stderr and go on without them (default: stop at the first).
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+impl ImageArgs {
+    /// Calls `f` with each batch of decoded images and their paths, in argument order.
+    pub fn for_each_batch(
+        &self,
+        decode: &align_processor::DecodeOptions,
+        mut f: impl FnMut(&[PathBuf], &[RgbImage]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        for chunk in self.images.chunks(self.batch_size as usize) {
+            let decoded: Vec<_> = chunk.par_iter().map(|p| decode_path(p, decode)).collect();
+            let mut paths = Vec::with_capacity(chunk.len());
+            let mut images = Vec::with_capacity(chunk.len());
+            for (path, result) in chunk.iter().zip(decoded) {
+                match result {
+                    Ok(img) => {
+                        paths.push(path.clone());
+                        images.push(img);
+                    }
+                    Err(e) if self.skip_bad => eprintln!("align: skipping {}: {e}", path.display()),
+                    Err(e) => return Err(anyhow!(e)),
+                }
+            }
+            if !images.is_empty() {
+                f(&paths, &images)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! `align`: the ALIGN (kakaobrain/align-base) command line.
+//!
+//! Each subcommand is a variant of [`Command`] with its own `clap::Args` struct and a `run`
+//! function in its own module; subcommands that run the model take the device from
+//! [`device::resolve`]. Errors are printed as one line (`align: <message>`) with exit status 1;
+//! usage errors are clap's (exit status 2).
+
+mod device;
+mod preprocess;
+mod tokenize;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "align",
+    version,
+    about = "ALIGN (kakaobrain/align-base) image-text model on burn"
+)]
+struct Cli {
+    /// Compute device: `auto` (the `BURN_DEVICE` environment variable, else the first compiled
+    /// backend) or one of the compiled backends (see `align devices`).
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Preprocess images as the model sees them; writes f32 [N, 3, H, W] (C order) to a .npy file.
+    Preprocess(preprocess::Args),
+    /// Tokenise texts as the model sees them; prints one JSON object per text.
+    Tokenize(tokenize::Args),
+    /// List the compiled backends and show which device `--device` selects.
+    Devices,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // Validate the flag up front, even for subcommands that run on the CPU without burn.
+    let choice = device::Choice::parse(&cli.device)?;
+    match cli.command {
+        Command::Preprocess(args) => preprocess::run(&args),
+        Command::Tokenize(args) => tokenize::run(&args),
+        Command::Devices => {
+            println!("compiled backends: {}", device::COMPILED.join(", "));
+            let dev = device::resolve(&choice)?;
+            println!("selected: {dev:?}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the context chain on one line.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("align: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
