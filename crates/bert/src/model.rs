@@ -1,0 +1,255 @@
+//! The BERT encoder. Module and field names mirror the Hugging Face checkpoint keys
+//! (`embeddings.word_embeddings`, `encoder.layer.N.attention.self.query`, ...), except two
+//! renames the loader applies: `LayerNorm` -> `layer_norm` and `attention.self` ->
+//! `attention.self_attention` (`self` is a Rust keyword).
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, tanh};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::config::{BertConfig, HiddenAct};
+
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Embedding,
+    pub layer_norm: LayerNorm,
+}
+
+impl BertEmbeddings {
+    fn new(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            word_embeddings: EmbeddingConfig::new(config.vocab_size, h).init(device),
+            position_embeddings: EmbeddingConfig::new(config.max_position_embeddings, h)
+                .init(device),
+            token_type_embeddings: EmbeddingConfig::new(config.type_vocab_size, h).init(device),
+            layer_norm: layer_norm(config, device),
+        }
+    }
+
+    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, seq_len] = input_ids.dims();
+        let positions = self
+            .position_embeddings
+            .weight
+            .val()
+            .slice([0..seq_len])
+            .unsqueeze_dim::<3>(0);
+        let x = self.word_embeddings.forward(input_ids)
+            + self.token_type_embeddings.forward(token_type_ids)
+            + positions;
+        self.layer_norm.forward(x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub num_heads: usize,
+}
+
+impl BertSelfAttention {
+    /// `masked`: `[B, 1, 1, L]`, true for padded keys.
+    fn forward(&self, x: Tensor<3>, masked: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let [batch, seq_len, hidden] = x.dims();
+        let heads = |t: Tensor<3>| {
+            t.reshape([batch, seq_len, self.num_heads, hidden / self.num_heads])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let mask = masked.map(|m| m.expand([batch, self.num_heads, seq_len, seq_len]));
+        let context = attention(q, k, v, mask, None, AttentionModuleOptions::default());
+        context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
+    }
+}
+
+/// `attention.output`: dense + residual + LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    pub self_attention: BertSelfAttention,
+    pub output: BertSelfOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    pub dense: Linear,
+}
+
+/// `output`: dense + residual + LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+    #[module(skip)]
+    pub hidden_act: HiddenAct,
+}
+
+impl BertLayer {
+    fn new(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        Self {
+            attention: BertAttention {
+                self_attention: BertSelfAttention {
+                    query: linear(h, h),
+                    key: linear(h, h),
+                    value: linear(h, h),
+                    num_heads: config.num_attention_heads,
+                },
+                output: BertSelfOutput {
+                    dense: linear(h, h),
+                    layer_norm: layer_norm(config, device),
+                },
+            },
+            intermediate: BertIntermediate {
+                dense: linear(h, config.intermediate_size),
+            },
+            output: BertOutput {
+                dense: linear(config.intermediate_size, h),
+                layer_norm: layer_norm(config, device),
+            },
+            hidden_act: config.hidden_act,
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, masked: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let attn = self.attention.self_attention.forward(x.clone(), masked);
+        let out = &self.attention.output;
+        let x = out.layer_norm.forward(out.dense.forward(attn) + x);
+        let inner = self.intermediate.dense.forward(x.clone());
+        let inner = match self.hidden_act {
+            HiddenAct::Gelu => gelu(inner),
+            HiddenAct::GeluApproximate => gelu_approximate(inner),
+            HiddenAct::Relu => relu(inner),
+        };
+        self.output
+            .layer_norm
+            .forward(self.output.dense.forward(inner) + x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layer: Vec<BertLayer>,
+}
+
+/// `pooler`: dense + tanh on the first token.
+#[derive(Module, Debug)]
+pub struct BertPooler {
+    pub dense: Linear,
+}
+
+/// Outputs of [`BertModel::forward`].
+#[derive(Debug, Clone)]
+pub struct BertOutputs {
+    /// `[batch, seq_len, hidden]`.
+    pub last_hidden_state: Tensor<3>,
+    /// `[batch, hidden]`, present when the model has a pooler.
+    pub pooler_output: Option<Tensor<2>>,
+}
+
+/// A BERT encoder (Hugging Face `BertModel`) in inference form.
+#[derive(Module, Debug)]
+pub struct BertModel {
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
+    pub pooler: Option<BertPooler>,
+}
+
+impl BertModel {
+    /// A model with the architecture of `config` and freshly initialised weights. Use
+    /// [`BertModel::from_safetensors`](crate::BertModel::from_safetensors) to load a checkpoint.
+    pub fn new(config: &BertConfig, with_pooler: bool, device: &Device) -> Self {
+        Self {
+            embeddings: BertEmbeddings::new(config, device),
+            encoder: BertEncoder {
+                layer: (0..config.num_hidden_layers)
+                    .map(|_| BertLayer::new(config, device))
+                    .collect(),
+            },
+            pooler: with_pooler.then(|| BertPooler {
+                dense: LinearConfig::new(config.hidden_size, config.hidden_size).init(device),
+            }),
+        }
+    }
+
+    /// Runs the encoder.
+    ///
+    /// * `input_ids`: `[batch, seq_len]` token ids, each `< vocab_size`;
+    ///   `seq_len <= max_position_embeddings`.
+    /// * `attention_mask`: `[batch, seq_len]`, 1 for real tokens and 0 for padding. Padded keys
+    ///   are excluded from attention as in transformers, so the outputs at real positions do not
+    ///   depend on the amount of padding.
+    /// * `token_type_ids`: `[batch, seq_len]`, each `< type_vocab_size`.
+    ///
+    /// Use [`BertInput`](crate::BertInput) to build validated tensors from host data.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+    ) -> BertOutputs {
+        let [batch, seq_len] = input_ids.dims();
+        let masked = attention_mask.equal_elem(0).reshape([batch, 1, 1, seq_len]);
+        let mut x = self.embeddings.forward(input_ids, token_type_ids);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, Some(masked.clone()));
+        }
+        let pooler_output = self.pooler.as_ref().map(|pooler| {
+            let [_, _, hidden] = x.dims();
+            let first = x.clone().slice([0..batch, 0..1]).reshape([batch, hidden]);
+            tanh(pooler.dense.forward(first))
+        });
+        BertOutputs {
+            last_hidden_state: x,
+            pooler_output,
+        }
+    }
+}
+
+fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(config.hidden_size)
+        .with_epsilon(config.layer_norm_eps)
+        .init(device)
+}
+
+/// Mean of `hidden` over the positions where `attention_mask` is 1, L2-normalised
+/// (sentence-transformers' mean pooling followed by `Normalize`). Returns `[batch, hidden]`.
+pub fn mean_pooled_normalized(hidden: Tensor<3>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+    let [batch, seq_len, hidden_size] = hidden.dims();
+    let mask = attention_mask.float().reshape([batch, seq_len, 1]);
+    let summed = (hidden * mask.clone())
+        .sum_dim(1)
+        .reshape([batch, hidden_size]);
+    let counts = mask.sum_dim(1).reshape([batch, 1]).clamp_min(1e-9);
+    let mean = summed / counts;
+    let norm = mean
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(1e-12);
+    mean / norm
+}
