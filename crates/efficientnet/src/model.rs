@@ -1,0 +1,452 @@
+//! The network: module tree mirroring HF's checkpoint keys, forward pass, BN folding.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{gelu, relu, sigmoid, silu};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
+use crate::error::{Error, Result};
+
+/// Stem: `ZeroPad2d(0, 1, 0, 1)` folded into the conv's padding, 3x3 stride-2 conv, BN, act.
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    pub convolution: Conv2d,
+    /// `None` once folded into `convolution`.
+    pub batchnorm: Option<BatchNorm>,
+}
+
+/// 1x1 expansion conv + BN (+ act).
+#[derive(Module, Debug)]
+pub struct Expansion {
+    pub expand_conv: Conv2d,
+    pub expand_bn: Option<BatchNorm>,
+}
+
+/// Depthwise kxk conv + BN (+ act).
+#[derive(Module, Debug)]
+pub struct DepthwiseLayer {
+    pub depthwise_conv: Conv2d,
+    pub depthwise_norm: Option<BatchNorm>,
+}
+
+/// Squeeze-excite: mean over H, W -> 1x1 conv -> act -> 1x1 conv -> sigmoid -> scale.
+#[derive(Module, Debug)]
+pub struct SqueezeExcite {
+    pub reduce: Conv2d,
+    pub expand: Conv2d,
+}
+
+/// 1x1 projection conv + BN, no activation.
+#[derive(Module, Debug)]
+pub struct Projection {
+    pub project_conv: Conv2d,
+    pub project_bn: Option<BatchNorm>,
+}
+
+/// One MBConv block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub expansion: Option<Expansion>,
+    pub depthwise_conv: DepthwiseLayer,
+    pub squeeze_excite: SqueezeExcite,
+    pub projection: Projection,
+    #[module(skip)]
+    pub residual: bool,
+}
+
+/// `encoder.blocks` and, for standalone EfficientNet, `encoder.top_conv` / `encoder.top_bn`.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub blocks: Vec<Block>,
+    pub top_conv: Option<Conv2d>,
+    pub top_bn: Option<BatchNorm>,
+}
+
+/// An HF EfficientNet (`AlignVisionModel`, `EfficientNetModel`, optionally with the
+/// `EfficientNetForImageClassification` head).
+#[derive(Module, Debug)]
+pub struct EfficientNet {
+    pub embeddings: Embeddings,
+    pub encoder: Encoder,
+    pub classifier: Option<Linear>,
+    #[module(skip)]
+    activation: Activation,
+    #[module(skip)]
+    pooling: PoolingType,
+    #[module(skip)]
+    num_channels: usize,
+    #[module(skip)]
+    stage_ends: Vec<usize>,
+}
+
+/// Output of [`EfficientNet::forward`].
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// `[batch, channels, h, w]`: last block (or top conv) output.
+    pub last_hidden_state: Tensor<4>,
+    /// `[batch, channels]`: mean (or max) of `last_hidden_state` over H, W.
+    pub pooler_output: Tensor<2>,
+    /// `[batch, num_labels]` when the model has a classifier.
+    pub logits: Option<Tensor<2>>,
+}
+
+/// Output of [`EfficientNet::forward_with_intermediates`].
+#[derive(Debug, Clone)]
+pub struct DetailedOutput {
+    /// Stem output.
+    pub embeddings: Tensor<4>,
+    /// Output of the last block of every stage.
+    pub stages: Vec<Tensor<4>>,
+    pub output: Output,
+}
+
+fn conv(
+    channels: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: PaddingConfig2d,
+    groups: usize,
+    bias: bool,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new(channels, [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(padding)
+        .with_groups(groups)
+        .with_bias(bias)
+        .init(device)
+}
+
+fn conv1x1(i: usize, o: usize, bias: bool, device: &Device) -> Conv2d {
+    conv([i, o], 1, 1, PaddingConfig2d::Valid, 1, bias, device)
+}
+
+fn bn(n: usize, eps: f64, device: &Device) -> Option<BatchNorm> {
+    Some(BatchNormConfig::new(n).with_epsilon(eps).init(device))
+}
+
+impl Block {
+    fn new(spec: &BlockSpec, eps: f64, device: &Device) -> Self {
+        let c = spec.expanded_dim;
+        let [t, l, b, r] = spec.padding;
+        Self {
+            expansion: spec.expand.then(|| Expansion {
+                expand_conv: conv1x1(spec.in_dim, c, false, device),
+                expand_bn: bn(c, eps, device),
+            }),
+            depthwise_conv: DepthwiseLayer {
+                depthwise_conv: conv(
+                    [c, c],
+                    spec.kernel_size,
+                    spec.stride,
+                    PaddingConfig2d::Explicit(t, l, b, r),
+                    c,
+                    false,
+                    device,
+                ),
+                depthwise_norm: bn(c, eps, device),
+            },
+            squeeze_excite: SqueezeExcite {
+                reduce: conv1x1(c, spec.se_dim, true, device),
+                expand: conv1x1(spec.se_dim, c, true, device),
+            },
+            projection: Projection {
+                project_conv: conv1x1(c, spec.out_dim, false, device),
+                project_bn: bn(spec.out_dim, eps, device),
+            },
+            residual: spec.residual,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, act: Activation) -> Tensor<4> {
+        let mut h = x.clone();
+        if let Some(e) = &self.expansion {
+            h = act.apply(conv_bn(&e.expand_conv, &e.expand_bn, h));
+        }
+        let dw = &self.depthwise_conv;
+        h = act.apply(conv_bn(&dw.depthwise_conv, &dw.depthwise_norm, h));
+
+        let [batch, channels, height, width] = h.dims();
+        let squeezed = h
+            .clone()
+            .reshape([batch, channels, height * width])
+            .mean_dim(2)
+            .reshape([batch, channels, 1, 1]);
+        let se = &self.squeeze_excite;
+        let scale = sigmoid(se.expand.forward(act.apply(se.reduce.forward(squeezed))));
+        h = h * scale;
+
+        let p = &self.projection;
+        h = conv_bn(&p.project_conv, &p.project_bn, h);
+        if self.residual { h + x } else { h }
+    }
+}
+
+impl Activation {
+    fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Silu => silu(x),
+            Activation::Relu => relu(x),
+            Activation::Gelu => gelu(x),
+        }
+    }
+}
+
+fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+    let y = conv.forward(x);
+    match bn {
+        Some(bn) => bn.forward(y),
+        None => y,
+    }
+}
+
+/// Folds an inference-mode BatchNorm into the preceding convolution:
+/// `w' = w * g / sqrt(var + eps)`, `b' = beta + (b - mean) * g / sqrt(var + eps)`.
+fn fold(mut conv: Conv2d, bn: Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
+    let Some(bn) = bn else {
+        return (conv, None);
+    };
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let [out, ..] = conv.weight.dims();
+    let bias = match &conv.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([out], &scale.device()),
+    };
+    let new_bias = bn.beta.val() + (bias - bn.running_mean.value()) * scale.clone();
+    let weight = conv.weight.val() * scale.reshape([out, 1, 1, 1]);
+    conv.weight = Param::from_tensor(weight);
+    conv.bias = Some(Param::from_tensor(new_bias));
+    (conv, None)
+}
+
+impl EfficientNet {
+    /// Builds the network described by `config` with burn's default (random) initialisation.
+    pub fn new(config: &EfficientNetConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let eps = config.batch_norm_eps;
+        let stem = config.stem_dim();
+        let blocks: Vec<Block> = config
+            .blocks()
+            .iter()
+            .map(|spec| Block::new(spec, eps, device))
+            .collect();
+        let last = config.blocks().last().map(|b| b.out_dim).unwrap_or(stem);
+        let (top_conv, top_bn) = if config.has_top_conv() {
+            let top = config.top_dim();
+            (
+                Some(conv1x1(last, top, false, device)),
+                bn(top, eps, device),
+            )
+        } else {
+            (None, None)
+        };
+        let classifier = config
+            .num_labels()
+            .map(|n| LinearConfig::new(config.output_dim(), n).init(device));
+        Ok(Self {
+            embeddings: Embeddings {
+                // ZeroPad2d(left 0, right 1, top 0, bottom 1) as (top, left, bottom, right)
+                convolution: conv(
+                    [config.num_channels, stem],
+                    3,
+                    2,
+                    PaddingConfig2d::Explicit(0, 0, 1, 1),
+                    1,
+                    false,
+                    device,
+                ),
+                batchnorm: bn(stem, eps, device),
+            },
+            encoder: Encoder {
+                blocks,
+                top_conv,
+                top_bn,
+            },
+            classifier,
+            activation: config.activation()?,
+            pooling: config.pooling_type,
+            num_channels: config.num_channels,
+            stage_ends: config.stage_ends(),
+        })
+    }
+
+    /// Folds every BatchNorm into the convolution before it (the convs gain a bias), so no BN
+    /// op runs at inference. Call after loading weights.
+    pub fn fold_batch_norms(self) -> Self {
+        let Self {
+            embeddings,
+            encoder,
+            classifier,
+            activation,
+            pooling,
+            num_channels,
+            stage_ends,
+        } = self;
+        let (convolution, batchnorm) = fold(embeddings.convolution, embeddings.batchnorm);
+        let blocks = encoder
+            .blocks
+            .into_iter()
+            .map(|b| {
+                let expansion = b.expansion.map(|e| {
+                    let (expand_conv, expand_bn) = fold(e.expand_conv, e.expand_bn);
+                    Expansion {
+                        expand_conv,
+                        expand_bn,
+                    }
+                });
+                let (depthwise_conv, depthwise_norm) = fold(
+                    b.depthwise_conv.depthwise_conv,
+                    b.depthwise_conv.depthwise_norm,
+                );
+                let (project_conv, project_bn) =
+                    fold(b.projection.project_conv, b.projection.project_bn);
+                Block {
+                    expansion,
+                    depthwise_conv: DepthwiseLayer {
+                        depthwise_conv,
+                        depthwise_norm,
+                    },
+                    squeeze_excite: b.squeeze_excite,
+                    projection: Projection {
+                        project_conv,
+                        project_bn,
+                    },
+                    residual: b.residual,
+                }
+            })
+            .collect();
+        let (top_conv, top_bn) = match encoder.top_conv {
+            Some(c) => {
+                let (c, bn) = fold(c, encoder.top_bn);
+                (Some(c), bn)
+            }
+            None => (None, encoder.top_bn),
+        };
+        Self {
+            embeddings: Embeddings {
+                convolution,
+                batchnorm,
+            },
+            encoder: Encoder {
+                blocks,
+                top_conv,
+                top_bn,
+            },
+            classifier,
+            activation,
+            pooling,
+            num_channels,
+            stage_ends,
+        }
+    }
+
+    /// Whether any BatchNorm is left (false after [`Self::fold_batch_norms`]).
+    pub fn has_batch_norms(&self) -> bool {
+        self.embeddings.batchnorm.is_some()
+            || self.encoder.top_bn.is_some()
+            || self.encoder.blocks.iter().any(|b| {
+                b.expansion.as_ref().is_some_and(|e| e.expand_bn.is_some())
+                    || b.depthwise_conv.depthwise_norm.is_some()
+                    || b.projection.project_bn.is_some()
+            })
+    }
+
+    /// Runs the network on `pixel_values` `[batch, num_channels, height, width]` (any size).
+    pub fn forward(&self, pixel_values: Tensor<4>) -> Result<Output> {
+        Ok(self.run(pixel_values, false)?.output)
+    }
+
+    /// Like [`Self::forward`], also returning the stem output and every stage's output.
+    pub fn forward_with_intermediates(&self, pixel_values: Tensor<4>) -> Result<DetailedOutput> {
+        self.run(pixel_values, true)
+    }
+
+    fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<DetailedOutput> {
+        self.check_input(pixel_values.dims())?;
+        let act = self.activation;
+        let e = &self.embeddings;
+        let mut h = act.apply(conv_bn(&e.convolution, &e.batchnorm, pixel_values));
+        let embeddings = h.clone();
+        let mut stages = Vec::new();
+        let mut next_end = self.stage_ends.iter().peekable();
+        for (i, block) in self.encoder.blocks.iter().enumerate() {
+            h = block.forward(h, act);
+            if next_end.peek() == Some(&&i) {
+                next_end.next();
+                if keep {
+                    stages.push(h.clone());
+                }
+            }
+        }
+        if let Some(top) = &self.encoder.top_conv {
+            h = act.apply(conv_bn(top, &self.encoder.top_bn, h));
+        }
+        let [batch, channels, height, width] = h.dims();
+        let flat = h.clone().reshape([batch, channels, height * width]);
+        let pooled = match self.pooling {
+            PoolingType::Mean => flat.mean_dim(2),
+            PoolingType::Max => flat.max_dim(2),
+        }
+        .reshape([batch, channels]);
+        let logits = self.classifier.as_ref().map(|c| c.forward(pooled.clone()));
+        Ok(DetailedOutput {
+            embeddings,
+            stages,
+            output: Output {
+                last_hidden_state: h,
+                pooler_output: pooled,
+                logits,
+            },
+        })
+    }
+
+    /// Rejects inputs the reference cannot run: wrong channel count, empty dimensions, or a
+    /// spatial size that a strided convolution would reduce to nothing.
+    fn check_input(&self, shape: [usize; 4]) -> Result<()> {
+        let [batch, channels, mut height, mut width] = shape;
+        if channels != self.num_channels {
+            return Err(Error::InputChannels {
+                expected: self.num_channels,
+                actual: channels,
+            });
+        }
+        if batch == 0 || height == 0 || width == 0 {
+            return Err(Error::InputSize {
+                shape,
+                message: "every dimension must be non-zero".into(),
+            });
+        }
+        let convs = std::iter::once(&self.embeddings.convolution).chain(
+            self.encoder
+                .blocks
+                .iter()
+                .map(|b| &b.depthwise_conv.depthwise_conv),
+        );
+        for (i, conv) in convs.enumerate() {
+            let (pt, pl, pb, pr) = match conv.padding {
+                PaddingConfig2d::Explicit(t, l, b, r) => (t, l, b, r),
+                _ => (0, 0, 0, 0),
+            };
+            let [kh, kw] = conv.kernel_size;
+            let [sh, sw] = conv.stride;
+            if height + pt + pb < kh || width + pl + pr < kw {
+                let at = if i == 0 {
+                    "the stem".to_string()
+                } else {
+                    format!("block {}", i - 1)
+                };
+                return Err(Error::InputSize {
+                    shape,
+                    message: format!(
+                        "{at} gets {height}x{width}, smaller than its {kh}x{kw} kernel"
+                    ),
+                });
+            }
+            height = (height + pt + pb - kh) / sh + 1;
+            width = (width + pl + pr - kw) / sw + 1;
+        }
+        Ok(())
+    }
+}
