@@ -130,6 +130,11 @@ def make_images(img_dir):
     exif = Image.Exif()
     exif[0x0112] = 6
     save("chelsea_exif6.jpg", data.chelsea()[::2, ::2], quality=90, exif=exif.tobytes())
+    # JPEG decoding paths: greyscale, CMYK (Adobe APP14, inverted), progressive, 4:2:2 (h2v1).
+    save("camera_q90_grey.jpg", data.camera()[::2, ::2], quality=90)
+    save("chelsea_cmyk.jpg", Image.fromarray(data.chelsea()).convert("CMYK"), quality=90)
+    save("astronaut_progressive.jpg", data.astronaut()[::2, ::2], quality=85, progressive=True)
+    save("coffee_422.jpg", data.coffee()[::2, ::2], quality=92, subsampling=1)
     # The bench image: 640x480 JPEG.
     save("bench_640x480.jpg", (transform.resize(data.coffee(), (480, 640), order=1, preserve_range=True)).astype(np.uint8), quality=90)
     return files

@@ -4,10 +4,12 @@ use std::io::Cursor;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use rayon::prelude::*;
 
 use crate::config::ImageConfig;
+use crate::jpeg;
 use crate::resize::resize_rgb8;
 use crate::{Error, Result};
 
@@ -83,7 +85,8 @@ pub fn decode_path(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<RgbIm
 /// RGB8 the way Pillow's `convert("RGB")` does: grey replicated, alpha dropped (not composited),
 /// palettes expanded. 16-bit samples keep their high byte (`v >> 8`, what Pillow's PNG decoder
 /// does for 16-bit RGB); float samples are clamped to `[0, 1]` and scaled to 255 with rounding.
-/// `name` is used in error messages.
+/// JPEG is decoded by libjpeg-turbo as Pillow does it (see the crate docs); a corrupt or
+/// truncated file is an error. `name` is used in error messages.
 pub fn decode_bytes(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<RgbImage> {
     let err = |message: String| Error::Decode {
         source_name: name.to_string(),
@@ -95,6 +98,9 @@ pub fn decode_bytes(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Rg
     if reader.format().is_none() {
         return Err(err("unknown image format".into()));
     }
+    if reader.format() == Some(ImageFormat::Jpeg) {
+        return decode_jpeg(bytes, opts).map_err(err);
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(opts.max_side);
     limits.max_image_height = Some(opts.max_side);
@@ -102,23 +108,7 @@ pub fn decode_bytes(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Rg
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
     let (w, h) = decoder.dimensions();
-    let pixels = u64::from(w) * u64::from(h);
-    if w == 0 || h == 0 {
-        return Err(err(format!("empty image ({w}x{h})")));
-    }
-    if pixels > opts.max_pixels || w > opts.max_side || h > opts.max_side {
-        return Err(err(format!(
-            "{w}x{h} is over the limit of {} pixels / {} per side",
-            opts.max_pixels, opts.max_side
-        )));
-    }
-    if decoder.total_bytes() > opts.max_alloc {
-        return Err(err(format!(
-            "decoding needs {} bytes, over the limit of {}",
-            decoder.total_bytes(),
-            opts.max_alloc
-        )));
-    }
+    check_limits(w, h, decoder.total_bytes(), opts).map_err(err)?;
     let orientation = match opts.exif {
         // A broken EXIF block is not worth refusing the image for.
         ExifOrientation::Apply => decoder.orientation().ok(),
@@ -129,6 +119,60 @@ pub fn decode_bytes(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Rg
         img.apply_orientation(o);
     }
     Ok(to_rgb8(img))
+}
+
+/// Refuses empty images and images over the limits of `opts` (`bytes`: what decoding allocates).
+fn check_limits(
+    w: u32,
+    h: u32,
+    bytes: u64,
+    opts: &DecodeOptions,
+) -> std::result::Result<(), String> {
+    if w == 0 || h == 0 {
+        return Err(format!("empty image ({w}x{h})"));
+    }
+    if u64::from(w) * u64::from(h) > opts.max_pixels || w > opts.max_side || h > opts.max_side {
+        return Err(format!(
+            "{w}x{h} is over the limit of {} pixels / {} per side",
+            opts.max_pixels, opts.max_side
+        ));
+    }
+    if bytes > opts.max_alloc {
+        return Err(format!(
+            "decoding needs {bytes} bytes, over the limit of {}",
+            opts.max_alloc
+        ));
+    }
+    Ok(())
+}
+
+/// JPEG through libjpeg-turbo (see [`crate::jpeg`]): limits checked on the header before any
+/// pixel is decoded.
+fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> std::result::Result<RgbImage, String> {
+    let header = jpeg::header(bytes)?;
+    let out_bytes = header.output_bytes();
+    check_limits(header.width, header.height, out_bytes, opts)?;
+    let data = jpeg::decode(bytes, &header, opts.max_alloc - out_bytes)?;
+    let orientation = match opts.exif {
+        ExifOrientation::Apply => jpeg::exif_orientation(bytes),
+        ExifOrientation::Ignore => None,
+    };
+    let (w, h) = (header.width, header.height);
+    let data = match orientation {
+        None | Some(Orientation::NoTransforms) => data,
+        Some(o) => {
+            let buf = image::RgbImage::from_raw(w, h, data)
+                .ok_or_else(|| "decoded buffer of the wrong size".to_string())?;
+            let mut img = DynamicImage::ImageRgb8(buf);
+            img.apply_orientation(o);
+            return Ok(to_rgb8(img));
+        }
+    };
+    Ok(RgbImage {
+        width: w as usize,
+        height: h as usize,
+        data,
+    })
 }
 
 /// Pillow-style `convert("RGB")`.

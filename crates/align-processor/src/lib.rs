@@ -15,8 +15,9 @@
 //! - Texts over 64 tokens are truncated keeping `[SEP]` last (the reference raises).
 //! - Decoding limits ([`DecodeOptions`]): 100 M pixels, 65 535 per side, 1 GiB of decoder
 //!   allocation by default; an image over them is an error.
-//! - JPEG is decoded by `zune-jpeg` (through `image`), Pillow uses libjpeg-turbo: their IDCT /
-//!   chroma upsampling can differ by one step on a few pixels; the parity tests measure it.
+//! - JPEG is decoded by libjpeg-turbo's decoder (built from source by `mozjpeg-sys`) set up as
+//!   Pillow sets up its libjpeg-turbo (ISLOW IDCT, fancy upsampling, Pillow's CMYK conversion),
+//!   so JPEG pixels are Pillow's; every other format is decoded by the `image` crate.
 //!
 //! ```no_run
 //! use align_processor::{ImageProcessor, TextTokenizer};
@@ -28,6 +29,7 @@
 pub mod config;
 mod error;
 pub mod image;
+mod jpeg;
 pub mod resize;
 pub mod text;
 
