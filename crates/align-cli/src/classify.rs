@@ -23,7 +23,9 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     args.images
         .for_each_batch(align.images.decode_options(), |paths, images| {
             let image_embeds = align.embed_images(images)?;
-            let logits = align.model.logits_per_image(image_embeds, text_embeds.clone());
+            let logits = align
+                .model
+                .logits_per_image(image_embeds, text_embeds.clone());
             let probs = softmax(logits.clone(), 1);
             let k = args.labels.len();
             let logits = align_model::to_vec(logits)?;

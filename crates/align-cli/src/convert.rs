@@ -9,7 +9,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Args {
     /// HF checkpoint directory (config.json, model.safetensors or pytorch_model.bin, processor
     /// files).
-    #[arg(long, required_unless_present = "model_id", conflicts_with = "model_id")]
+    #[arg(
+        long,
+        required_unless_present = "model_id",
+        conflicts_with = "model_id"
+    )]
     input: Option<PathBuf>,
     /// Hugging Face hub model id (e.g. kakaobrain/align-base), taken from the hf-hub cache or
     /// downloaded into it first.

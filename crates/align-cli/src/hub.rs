@@ -68,7 +68,10 @@ pub fn fetch(id: &str) -> anyhow::Result<PathBuf> {
         }
         match &api {
             None => Err("not in the cache, and HF_HUB_OFFLINE is set".into()),
-            Some(api) => api.model(id.to_string()).get(file).map_err(|e| e.to_string()),
+            Some(api) => api
+                .model(id.to_string())
+                .get(file)
+                .map_err(|e| e.to_string()),
         }
     };
     let mut dir = None;

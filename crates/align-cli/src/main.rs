@@ -5,7 +5,13 @@
 //! [`device::resolve`]. Errors are printed as one line (`align: <message>`) with exit status 1;
 //! usage errors are clap's (exit status 2).
 
+mod classify;
+mod convert;
 mod device;
+mod embed;
+mod hub;
+mod images;
+mod npy;
 mod preprocess;
 mod tokenize;
 
@@ -31,6 +37,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Zero-shot classification: one JSON object per image with the labels' logits and
+    /// probabilities (softmax over the labels).
+    Classify(classify::Args),
+    /// Image embeddings: f32 [N, dim], L2-normalised rows in argument order, to a .npy file.
+    EmbedImages(embed::ImagesArgs),
+    /// Text embeddings: f32 [N, dim], L2-normalised rows in argument order, to a .npy file.
+    EmbedTexts(embed::TextsArgs),
+    /// Convert an HF checkpoint into burn's Burnpack format (model.bpk + config and processor
+    /// files), verified by loading it back and comparing a forward pass.
+    ConvertWeights(convert::Args),
     /// Preprocess images as the model sees them; writes f32 [N, 3, H, W] (C order) to a .npy file.
     Preprocess(preprocess::Args),
     /// Tokenise texts as the model sees them; prints one JSON object per text.
@@ -43,6 +59,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // Validate the flag up front, even for subcommands that run on the CPU without burn.
     let choice = device::Choice::parse(&cli.device)?;
     match cli.command {
+        Command::Classify(args) => classify::run(&args, &device::resolve(&choice)?),
+        Command::EmbedImages(args) => embed::images(&args, &device::resolve(&choice)?),
+        Command::EmbedTexts(args) => embed::texts(&args, &device::resolve(&choice)?),
+        Command::ConvertWeights(args) => convert::run(&args, &device::resolve(&choice)?),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Tokenize(args) => tokenize::run(&args),
         Command::Devices => {

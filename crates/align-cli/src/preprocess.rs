@@ -1,11 +1,8 @@
 //! `align preprocess --model DIR --out FILE.npy IMAGE...`
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 use align_processor::{DecodeOptions, ExifOrientation, ImageProcessor};
-use anyhow::Context;
 use npyz::WriterBuilder;
 
 #[derive(Debug, clap::Args)]
@@ -36,22 +33,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ..DecodeOptions::default()
     });
     let data = proc.preprocess_paths(&args.images)?;
-    let shape: Vec<u64> = data.shape().iter().map(|&d| d as u64).collect();
+    let shape = data.shape().to_vec();
     let values = data
         .as_slice::<f32>()
         .map_err(|e| anyhow::anyhow!("internal: pixel data is not f32: {e:?}"))?;
+    crate::npy::write_f32(&args.out, &shape, values)?;
     let out = &args.out;
-    let file = File::create(out).with_context(|| format!("{}", out.display()))?;
-    let write = || -> std::io::Result<()> {
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&shape)
-            .writer(BufWriter::new(&file))
-            .begin_nd()?;
-        w.extend(values.iter().copied())?;
-        w.finish()
-    };
-    write().with_context(|| format!("{}", out.display()))?;
     eprintln!("wrote {} f32 {:?}", out.display(), shape);
     Ok(())
 }

@@ -1,0 +1,39 @@
+use std::path::PathBuf;
+
+/// Errors of the `align-model` crate; each names the file, key or shape at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{dir}: {message}")]
+    MissingFile { dir: PathBuf, message: String },
+    #[error("cannot read checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("checkpoint {path} is missing tensor(s): {}", keys.join(", "))]
+    MissingKeys { path: PathBuf, keys: Vec<String> },
+    #[error("checkpoint {path}: tensor `{key}` has shape {actual:?}, expected {expected:?}")]
+    ShapeMismatch {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error("cannot write {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("{0}")]
+    Mismatch(String),
+    #[error(transparent)]
+    Text(#[from] bert::Error),
+    #[error(transparent)]
+    Vision(#[from] efficientnet::Error),
+    #[error(transparent)]
+    Processor(#[from] align_processor::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,25 @@
+//! ALIGN (kakaobrain/align-base) on burn: transformers' `AlignModel`, equal to it on the same
+//! weights and inputs.
+//!
+//! * [`AlignConfig`] reads an HF `config.json` (nested `text_config` / `vision_config`).
+//! * [`AlignModel`] = the [`bert`] text tower + the [`efficientnet`] vision tower +
+//!   `text_projection` + the scalar `temperature`; [`AlignModel::from_dir`] loads an HF
+//!   directory (`model.safetensors` or `pytorch_model.bin`) or a converted one (`model.bpk`).
+//! * [`Align`] bundles the model with its processor (image preprocessing and tokeniser) for
+//!   zero-shot classification and embeddings from files and strings.
+//!
+//! The code names no backend: pass any burn `Device` (flex, ndarray, wgpu, ...).
+
+mod config;
+mod convert;
+mod error;
+mod load;
+mod model;
+mod pipeline;
+
+pub use config::AlignConfig;
+pub use convert::{ConvertReport, convert_weights};
+pub use error::{Error, Result};
+pub use load::{BURNPACK_FILE, ModelFiles, WeightsFormat, save_burnpack};
+pub use model::{AlignModel, AlignOutput, l2_normalize};
+pub use pipeline::{Align, ZeroShot, to_vec};

@@ -1,0 +1,252 @@
+//! Finding and loading the files of a model directory: a Hugging Face checkpoint
+//! (`model.safetensors` or `pytorch_model.bin`) or a directory written by
+//! [`convert_weights`](crate::convert_weights) (`model.bpk`, burn's Burnpack format).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    ApplyError, ApplyResult, BurnpackStore, ModuleAdapter, ModuleContext, ModuleSnapshot,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+use burn::tensor::{Device, Shape};
+
+use crate::config::AlignConfig;
+use crate::error::{Error, Result};
+use crate::model::AlignModel;
+
+/// File name of the converted weights.
+pub const BURNPACK_FILE: &str = "model.bpk";
+
+/// How the weights of a model directory are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    /// `model.safetensors` (transformers' `save_pretrained`).
+    Safetensors,
+    /// `pytorch_model.bin` (a torch zip pickle; older hub repositories).
+    PytorchBin,
+    /// `model.bpk`, written by `convert-weights` (burn's own layout, memory-mapped).
+    Burnpack,
+}
+
+/// The files of a model directory.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub format: WeightsFormat,
+}
+
+impl ModelFiles {
+    /// Finds `config.json` and the weights in `dir`, preferring the converted `model.bpk`,
+    /// then `model.safetensors`, then `pytorch_model.bin`.
+    pub fn find(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::MissingFile {
+                dir: dir.to_path_buf(),
+                message: "not a directory".into(),
+            });
+        }
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            return Err(Error::MissingFile {
+                dir: dir.to_path_buf(),
+                message: "no config.json".into(),
+            });
+        }
+        let candidates = [
+            (BURNPACK_FILE, WeightsFormat::Burnpack),
+            ("model.safetensors", WeightsFormat::Safetensors),
+            ("pytorch_model.bin", WeightsFormat::PytorchBin),
+        ];
+        let (weights, format) = candidates
+            .iter()
+            .map(|(name, format)| (dir.join(name), *format))
+            .find(|(path, _)| path.is_file())
+            .ok_or_else(|| Error::MissingFile {
+                dir: dir.to_path_buf(),
+                message: "no weights: expected model.bpk, model.safetensors or pytorch_model.bin"
+                    .into(),
+            })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            format,
+        })
+    }
+}
+
+impl AlignModel {
+    /// Loads `config.json` and the weights of `dir` (see [`ModelFiles::find`]) and prepares the
+    /// model for inference (BatchNorms folded into the convolutions).
+    pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let files = ModelFiles::find(dir)?;
+        let config = AlignConfig::from_file(&files.config)?;
+        Self::load(&config, &files.weights, files.format, device)
+    }
+
+    /// Builds the model for `config`, loads `weights` and folds the vision BatchNorms.
+    pub fn load(
+        config: &AlignConfig,
+        weights: &Path,
+        format: WeightsFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut model = Self::new(config, device)?;
+        model.load_weights(weights, format)?;
+        Ok(model.prepare_for_inference())
+    }
+
+    /// Folds the vision tower's BatchNorms into its convolutions (no BN op at run time).
+    pub fn prepare_for_inference(self) -> Self {
+        Self {
+            vision_model: self.vision_model.fold_batch_norms(),
+            ..self
+        }
+    }
+
+    /// Loads weights into this (unfolded) model. Every parameter must be present with the
+    /// expected shape; integer buffers (`num_batches_tracked`, `position_ids`) and the unused
+    /// text pooler are ignored.
+    pub fn load_weights(&mut self, path: &Path, format: WeightsFormat) -> Result<()> {
+        std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let checkpoint_error = |message: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message,
+        };
+        let result = match format {
+            WeightsFormat::Burnpack => {
+                let mut store = BurnpackStore::from_file(path)
+                    .allow_partial(true)
+                    .validate(false);
+                self.load_from(&mut store)
+                    .map_err(|e| checkpoint_error(e.to_string()))?
+            }
+            WeightsFormat::Safetensors => {
+                let mut store = SafetensorsStore::from_file(path)
+                    .with_from_adapter(HfAdapter)
+                    .allow_partial(true)
+                    .validate(false);
+                for (from, to) in bert::KEY_REMAPS {
+                    store = store.with_key_remapping(*from, *to);
+                }
+                self.load_from(&mut store)
+                    .map_err(|e| checkpoint_error(e.to_string()))?
+            }
+            WeightsFormat::PytorchBin => {
+                let mut store = PytorchStore::from_file(path)
+                    .with_from_adapter(HfAdapter)
+                    .allow_partial(true)
+                    .validate(false);
+                for (from, to) in bert::KEY_REMAPS {
+                    store = store.with_key_remapping(*from, *to);
+                }
+                self.load_from(&mut store)
+                    .map_err(|e| checkpoint_error(e.to_string()))?
+            }
+        };
+        check(&result, path, format)
+    }
+}
+
+/// `PyTorchToBurnAdapter` plus the 0-d `temperature` scalar reshaped to `[1]`.
+#[derive(Clone)]
+struct HfAdapter;
+
+impl ModuleAdapter for HfAdapter {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        if tensor.name == "temperature" && tensor.shape.num_dims() == 0 {
+            let name = tensor.name.clone();
+            let dtype = tensor.dtype;
+            return burn::store::bridge::map_data(tensor, name, dtype, Shape::new([1]), |data| {
+                let (bytes, _, dtype) = data.into_parts();
+                burn::tensor::TensorData::from_bytes(bytes, [1], dtype)
+            });
+        }
+        PyTorchToBurnAdapter.adapt(tensor, ctx)
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, module_type: &str) -> Option<String> {
+        PyTorchToBurnAdapter.get_alternative_param_name(param_name, module_type)
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// The checkpoint key a module path comes from (HF names), for error messages.
+fn checkpoint_key(module_path: &str, format: WeightsFormat) -> String {
+    if format == WeightsFormat::Burnpack {
+        return module_path.to_string();
+    }
+    if let Some(rest) = module_path.strip_prefix("text_model.") {
+        return bert::checkpoint_key(rest, "text_model.");
+    }
+    if let Some(p) = module_path.strip_suffix(".gamma") {
+        format!("{p}.weight")
+    } else if let Some(p) = module_path.strip_suffix(".beta") {
+        format!("{p}.bias")
+    } else {
+        module_path.to_string()
+    }
+}
+
+fn check(result: &ApplyResult, path: &Path, format: WeightsFormat) -> Result<()> {
+    if let Some(error) = result.errors.first() {
+        return Err(match error {
+            ApplyError::ShapeMismatch {
+                path: module_path,
+                expected,
+                found,
+            } => {
+                let mut expected = expected.to_vec();
+                let mut actual = found.to_vec();
+                let linear = module_path.ends_with(".weight")
+                    && expected.len() == 2
+                    && !module_path.contains("embeddings");
+                if linear && format != WeightsFormat::Burnpack {
+                    expected.reverse();
+                    actual.reverse();
+                }
+                Error::ShapeMismatch {
+                    path: path.to_path_buf(),
+                    key: checkpoint_key(module_path, format),
+                    expected,
+                    actual,
+                }
+            }
+            other => Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: other.to_string(),
+            },
+        });
+    }
+    if !result.missing.is_empty() {
+        return Err(Error::MissingKeys {
+            path: path.to_path_buf(),
+            keys: result
+                .missing
+                .iter()
+                .map(|(p, _)| checkpoint_key(p, format))
+                .collect(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `model` (unfolded, as loaded from a checkpoint) to `path` in burn's Burnpack format.
+pub fn save_burnpack(model: &AlignModel, path: &Path) -> Result<()> {
+    let mut store = BurnpackStore::from_file(path).overwrite(true);
+    model.save_into(&mut store).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

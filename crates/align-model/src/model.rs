@@ -1,0 +1,129 @@
+use bert::{BertInput, BertModel};
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor};
+use efficientnet::EfficientNet;
+
+use crate::config::AlignConfig;
+use crate::error::{Error, Result};
+
+/// transformers' `AlignModel` in inference form. Field names mirror the checkpoint's top-level
+/// keys: `text_model.*`, `vision_model.*`, `text_projection.*`, `temperature`.
+#[derive(Module, Debug)]
+pub struct AlignModel {
+    pub text_model: BertModel,
+    pub vision_model: EfficientNet,
+    pub text_projection: Linear,
+    /// The checkpoint's 0-d `temperature`, held as a 1-element tensor. Logits are
+    /// `cosine / temperature` (divided, not exponentiated).
+    pub temperature: Param<Tensor<1>>,
+}
+
+/// Outputs of [`AlignModel::forward`].
+#[derive(Debug, Clone)]
+pub struct AlignOutput {
+    /// `[images, projection_dim]`, L2-normalised.
+    pub image_embeds: Tensor<2>,
+    /// `[texts, projection_dim]`, L2-normalised.
+    pub text_embeds: Tensor<2>,
+    /// `[images, texts]`: `image_embeds · text_embedsᵀ / temperature`.
+    pub logits_per_image: Tensor<2>,
+    /// `[texts, images]`: the transpose of `logits_per_image`.
+    pub logits_per_text: Tensor<2>,
+}
+
+impl AlignModel {
+    /// The architecture of `config` with freshly initialised weights (see
+    /// [`crate::load`] for loading a checkpoint).
+    pub fn new(config: &AlignConfig, device: &Device) -> Result<Self> {
+        let text = &config.text_config;
+        Ok(Self {
+            text_model: BertModel::new(text, false, device),
+            vision_model: EfficientNet::new(&config.vision_config, device)?,
+            text_projection: LinearConfig::new(text.hidden_size, config.projection_dim)
+                .init(device),
+            temperature: Param::from_tensor(Tensor::from_floats(
+                [config.temperature_init_value as f32],
+                device,
+            )),
+        })
+    }
+
+    /// Un-normalised image features (`get_image_features`): the vision tower's pooled output,
+    /// `[batch, channels]`. `pixel_values`: `[batch, 3, H, W]` as produced by the processor.
+    pub fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>> {
+        Ok(self.vision_model.forward(pixel_values)?.pooler_output)
+    }
+
+    /// Un-normalised text features (`get_text_features`): the projection of the `[CLS]`
+    /// token's last hidden state, `[batch, projection_dim]`.
+    pub fn text_features(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+    ) -> Tensor<2> {
+        let hidden = self
+            .text_model
+            .forward(input_ids, attention_mask, token_type_ids)
+            .last_hidden_state;
+        let [batch, _, width] = hidden.dims();
+        let cls = hidden.slice([0..batch, 0..1]).reshape([batch, width]);
+        self.text_projection.forward(cls)
+    }
+
+    /// [`Self::text_features`] for a validated [`BertInput`].
+    pub fn text_features_for(&self, input: &BertInput) -> Tensor<2> {
+        self.text_features(
+            input.input_ids.clone(),
+            input.attention_mask.clone(),
+            input.token_type_ids.clone(),
+        )
+    }
+
+    /// Both towers, normalised embeddings and the similarity logits.
+    pub fn forward(&self, pixel_values: Tensor<4>, text: &BertInput) -> Result<AlignOutput> {
+        let image_embeds = l2_normalize(self.image_features(pixel_values)?);
+        let text_embeds = l2_normalize(self.text_features_for(text));
+        if image_embeds.dims()[1] != text_embeds.dims()[1] {
+            return Err(Error::Mismatch(format!(
+                "image features are {}-d but text features are {}-d",
+                image_embeds.dims()[1],
+                text_embeds.dims()[1]
+            )));
+        }
+        let logits_per_image = self.logits_per_image(image_embeds.clone(), text_embeds.clone());
+        Ok(AlignOutput {
+            logits_per_text: logits_per_image.clone().transpose(),
+            logits_per_image,
+            image_embeds,
+            text_embeds,
+        })
+    }
+
+    /// `[images, texts]` logits of normalised embeddings: cosine similarity / temperature.
+    pub fn logits_per_image(&self, image_embeds: Tensor<2>, text_embeds: Tensor<2>) -> Tensor<2> {
+        image_embeds
+            .matmul(text_embeds.transpose())
+            .div(self.temperature.val().unsqueeze::<2>())
+    }
+
+    /// Zero-shot classification: for each image, the softmax over the candidate labels of
+    /// `logits_per_image`. Returns `(logits_per_image, probs)`, both `[images, labels]`.
+    pub fn zero_shot(
+        &self,
+        pixel_values: Tensor<4>,
+        labels: &BertInput,
+    ) -> Result<(Tensor<2>, Tensor<2>)> {
+        let logits = self.forward(pixel_values, labels)?.logits_per_image;
+        let probs = softmax(logits.clone(), 1);
+        Ok((logits, probs))
+    }
+}
+
+/// Rows divided by their L2 norm (no epsilon, as transformers).
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt();
+    x / norm
+}
