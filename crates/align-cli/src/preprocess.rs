@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use align_processor::{DecodeOptions, ExifOrientation, ImageProcessor};
-use npyz::WriterBuilder;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::Param;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
     ApplyError, ApplyResult, BurnpackStore, ModuleAdapter, ModuleContext, ModuleSnapshot,
-    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use burn::tensor::{Device, Shape};
+use burn::tensor::{Device, Shape, Tensor};
 
 use crate::config::AlignConfig;
 use crate::error::{Error, Result};
@@ -141,15 +141,35 @@ impl AlignModel {
                     .map_err(|e| checkpoint_error(e.to_string()))?
             }
             WeightsFormat::PytorchBin => {
+                // PytorchStore always applies PyTorchToBurnAdapter and takes no other adapter:
+                // the 0-d `temperature` is then a shape error, read separately below.
                 let mut store = PytorchStore::from_file(path)
-                    .with_from_adapter(HfAdapter)
                     .allow_partial(true)
                     .validate(false);
                 for (from, to) in bert::KEY_REMAPS {
                     store = store.with_key_remapping(*from, *to);
                 }
-                self.load_from(&mut store)
-                    .map_err(|e| checkpoint_error(e.to_string()))?
+                let mut result = self
+                    .load_from(&mut store)
+                    .map_err(|e| checkpoint_error(e.to_string()))?;
+                let scalar_temperature = |e: &ApplyError| {
+                    matches!(e, ApplyError::ShapeMismatch { path, found, .. }
+                        if path == "temperature" && found.num_dims() == 0)
+                };
+                if result.errors.iter().any(scalar_temperature) {
+                    result.errors.retain(|e| !scalar_temperature(e));
+                    let tensor = store
+                        .get_tensor("temperature")
+                        .map_err(|e| checkpoint_error(e.to_string()))?
+                        .ok_or_else(|| checkpoint_error("no `temperature`".into()))?;
+                    let data = burn::store::bridge::to_data(tensor)
+                        .map_err(|e| checkpoint_error(format!("temperature: {e}")))?;
+                    let (bytes, _, dtype) = data.into_parts();
+                    let data = burn::tensor::TensorData::from_bytes(bytes, [1], dtype);
+                    let device = self.temperature.device();
+                    self.temperature = Param::from_tensor(Tensor::from_data(data, &device));
+                }
+                result
             }
         };
         check(&result, path, format)
