@@ -69,25 +69,25 @@ fn check(case: &str, fold: bool) {
 }
 
 #[test]
-fn align_odd_input_vision_model_prefix() {
+fn parity_align_odd_input_vision_model_prefix() {
     check("align_odd33", true);
     check("align_odd33", false);
 }
 
 #[test]
-fn align_even_input_depthwise_padding_max_pooling() {
+fn parity_align_even_input_depthwise_padding_max_pooling() {
     check("align_even32_dwpad_max", true);
     check("align_even32_dwpad_max", false);
 }
 
 #[test]
-fn efficientnet_top_conv_and_classifier() {
+fn parity_efficientnet_top_conv_and_classifier() {
     check("efficientnet_top29_cls", true);
     check("efficientnet_top29_cls", false);
 }
 
 #[test]
-fn efficientnet_top_conv_even_input() {
+fn parity_efficientnet_top_conv_even_input() {
     check("efficientnet_top40", true);
     check("efficientnet_top40", false);
 }
