@@ -8,6 +8,17 @@ use common::{fixtures, max_abs_diff, tensor4};
 use efficientnet::{EfficientNet, EfficientNetConfig};
 
 const POOLED_TOL: f32 = 1e-5;
+/// On wgpu the CI runs llvmpipe (software Vulkan), whose float math differs from the CPU
+/// backends': measured 1.86e-5 on the folded top-conv case (flex 9.1e-6, ndarray 6.2e-6).
+const POOLED_TOL_WGPU: f32 = 5e-5;
+
+fn pooled_tol() -> f32 {
+    if std::env::var("BURN_DEVICE").is_ok_and(|d| d == "wgpu") {
+        POOLED_TOL_WGPU
+    } else {
+        POOLED_TOL
+    }
+}
 const INTERMEDIATE_TOL: f32 = 1e-4;
 
 fn check(case: &str, fold: bool) {
@@ -37,7 +48,7 @@ fn check(case: &str, fold: bool) {
     compare(
         "pooled",
         max_abs_diff(out.output.pooler_output, &dir.join("pooled.npy")),
-        POOLED_TOL,
+        pooled_tol(),
     );
     compare(
         "embeddings",
@@ -62,7 +73,7 @@ fn check(case: &str, fold: bool) {
     );
     let logits = dir.join("logits.npy");
     match out.output.logits {
-        Some(l) => compare("logits", max_abs_diff(l, &logits), POOLED_TOL),
+        Some(l) => compare("logits", max_abs_diff(l, &logits), pooled_tol()),
         None => assert!(!logits.exists(), "{case}: model has no classifier"),
     }
     println!("{case} fold={fold}: {}", report.join(", "));
