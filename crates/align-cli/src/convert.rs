@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let input = match (&args.input, &args.model_id) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(id)) => crate::hub::fetch(id)?,
+        (None, Some(id)) => align_model::hub::snapshot_dir(id)?,
         (None, None) => unreachable!("clap requires --input or --model-id"),
     };
     let bar = ProgressBar::new(5).with_style(

@@ -28,6 +28,12 @@ pub enum Error {
     Write { path: PathBuf, message: String },
     #[error("{0}")]
     Mismatch(String),
+    #[error("cannot get {id} from the Hugging Face hub or its cache at {}: {message}", cache.display())]
+    Hub {
+        id: String,
+        cache: PathBuf,
+        message: String,
+    },
     #[error(transparent)]
     Text(#[from] bert::Error),
     #[error(transparent)]

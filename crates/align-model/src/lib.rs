@@ -6,13 +6,16 @@
 //!   `text_projection` + the scalar `temperature`; [`AlignModel::from_dir`] loads an HF
 //!   directory (`model.safetensors` or `pytorch_model.bin`) or a converted one (`model.bpk`).
 //! * [`Align`] bundles the model with its processor (image preprocessing and tokeniser) for
-//!   zero-shot classification and embeddings from files and strings.
+//!   zero-shot classification and embeddings from files and strings;
+//!   [`Align::from_pretrained`] takes a directory or a hub model id (feature `hub`, default).
 //!
 //! The code names no backend: pass any burn `Device` (flex, ndarray, wgpu, ...).
 
 mod config;
 mod convert;
 mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod load;
 mod model;
 mod pipeline;

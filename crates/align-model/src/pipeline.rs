@@ -47,6 +47,20 @@ impl Align {
         })
     }
 
+    /// Loads `name_or_dir` like transformers' `from_pretrained`: a local directory (see
+    /// [`Align::from_dir`]) or a Hugging Face hub model id such as
+    /// [`crate::hub::DEFAULT_MODEL_ID`], taken from the hub cache or downloaded into it (see
+    /// [`crate::hub`]).
+    #[cfg(feature = "hub")]
+    pub fn from_pretrained(name_or_dir: &str, device: &Device) -> Result<Self> {
+        let path = Path::new(name_or_dir);
+        if path.is_dir() {
+            Self::from_dir(path, device)
+        } else {
+            Self::from_dir(crate::hub::snapshot_dir(name_or_dir)?, device)
+        }
+    }
+
     /// Tokenises `texts` (padded and truncated to the tokenizer's length, 64 for ALIGN).
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<BertInput> {
         let batch = self.tokenizer.encode_batch(texts)?;
