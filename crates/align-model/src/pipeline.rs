@@ -61,12 +61,34 @@ impl Align {
         }
     }
 
-    /// Tokenises `texts` (padded and truncated to the tokenizer's length, 64 for ALIGN).
+    /// Tokenises `texts` exactly as the processor does: padded and truncated to the
+    /// tokenizer's length (64 for ALIGN).
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<BertInput> {
+        self.encode(texts, false)
+    }
+
+    /// [`Self::tokenize`], then the padding columns that no text of the batch uses are dropped.
+    /// The text tower's `[CLS]` output does not depend on padding (masked attention), so this
+    /// gives the same features with less work: what [`Self::embed_texts`] and
+    /// [`Self::zero_shot`] use.
+    pub fn tokenize_trimmed<S: AsRef<str>>(&self, texts: &[S]) -> Result<BertInput> {
+        self.encode(texts, true)
+    }
+
+    fn encode<S: AsRef<str>>(&self, texts: &[S], trim: bool) -> Result<BertInput> {
         let batch = self.tokenizer.encode_batch(texts)?;
+        let width = if trim {
+            (0..batch.batch)
+                .map(|i| batch.row(&batch.attention_mask, i).iter().filter(|&&m| m != 0).count())
+                .max()
+                .unwrap_or(0)
+                .max(1)
+        } else {
+            batch.seq_len
+        };
         let rows = |field: &[i64]| -> Vec<Vec<u32>> {
             (0..batch.batch)
-                .map(|i| batch.row(field, i).iter().map(|&v| v as u32).collect())
+                .map(|i| batch.row(field, i)[..width].iter().map(|&v| v as u32).collect())
                 .collect()
         };
         Ok(BertInput::new(
@@ -91,7 +113,7 @@ impl Align {
 
     /// L2-normalised text embeddings `[N, dim]`.
     pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor<2>> {
-        let input = self.tokenize(texts)?;
+        let input = self.tokenize_trimmed(texts)?;
         Ok(l2_normalize(self.model.text_features_for(&input)))
     }
 
@@ -108,7 +130,7 @@ impl Align {
             ));
         }
         let pixels = Tensor::<4>::from_data(self.images.preprocess_images(images)?, &self.device);
-        let labels = self.tokenize(labels)?;
+        let labels = self.tokenize_trimmed(labels)?;
         let (logits, probs) = self.model.zero_shot(pixels, &labels)?;
         let [n, k] = logits.dims();
         let logits = to_vec(logits)?;

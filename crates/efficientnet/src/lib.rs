@@ -21,6 +21,7 @@
 
 mod config;
 mod error;
+mod host;
 mod load;
 mod model;
 

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
 use crate::error::{Error, Result};
+use crate::host;
 
 /// Stem: `ZeroPad2d(0, 1, 0, 1)` folded into the conv's padding, 3x3 stride-2 conv, BN, act.
 #[derive(Module, Debug)]
@@ -160,7 +161,7 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, act: Act) -> Tensor<4> {
         let mut h = x.clone();
         if let Some(e) = &self.expansion {
             h = act.apply(conv_bn(&e.expand_conv, &e.expand_bn, h));
@@ -184,9 +185,18 @@ impl Block {
     }
 }
 
-impl Activation {
+/// The activation of one forward pass, and whether SiLU runs in host memory (flex: see
+/// [`host`]).
+#[derive(Debug, Clone, Copy)]
+struct Act {
+    kind: Activation,
+    host: bool,
+}
+
+impl Act {
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
+        match self.kind {
+            Activation::Silu if self.host => host::silu(x),
             Activation::Silu => silu(x),
             Activation::Relu => relu(x),
             Activation::Gelu => gelu(x),
@@ -365,7 +375,10 @@ impl EfficientNet {
 
     fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<DetailedOutput> {
         self.check_input(pixel_values.dims())?;
-        let act = self.activation;
+        let act = Act {
+            kind: self.activation,
+            host: host::is_host_device(&pixel_values.device()),
+        };
         let e = &self.embeddings;
         let mut h = act.apply(conv_bn(&e.convolution, &e.batchnorm, pixel_values));
         let embeddings = h.clone();

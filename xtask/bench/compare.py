@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Throughput of `align embed-images` / `align embed-texts` against ONNX Runtime and PyTorch
+eager, on the same inputs, on this machine, with the runs interleaved.
+
+Run through `cargo xtask bench` (which builds the release `align` binary first), or:
+
+    python3 xtask/bench/compare.py --align target/release/align \
+        [--model test-data/align-base-random] [--images 16] [--texts 64] [--rounds 3]
+
+Needs: torch, transformers, onnxruntime, onnx, onnxscript, scikit-image, Pillow
+(`pip install -r xtask/bench/requirements.txt`).
+
+What is timed (startup excluded everywhere):
+  * ours: the `align` CLI on the converted directory (model.bpk), the rate it reports on stderr
+    after loading: decoding + preprocessing / tokenising, inference, writing the .npy. Also its
+    load time and peak RSS (from wait4).
+  * ONNX Runtime: InferenceSession.run on the towers exported with torch.onnx from the same
+    checkpoint, fed the HF processor's outputs (preprocessing NOT counted, in ORT's favour);
+    texts once padded to 64 as AlignProcessor does, and once padded to the batch's longest
+    text (what our CLI does: the [CLS] output does not depend on padding).
+  * PyTorch eager: AlignModel.get_*_features under torch.inference_mode, same inputs.
+Batches: images 8, texts 32 (the CLI's defaults). Threads: all cores for every runtime.
+Each round runs every system once (images, then texts); medians over rounds are reported.
+Our embeddings are checked against PyTorch's on the same inputs (max abs diff printed).
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+PHOTOS = ["astronaut", "chelsea", "coffee", "camera", "rocket", "cat", "hubble_deep_field",
+          "immunohistochemistry", "coins", "logo", "page", "retina"]
+
+CAPTIONS = [
+    "a photo of a cat",
+    "a dog",
+    "an astronaut in a white space suit standing in front of the american flag",
+    "a cup of coffee on a saucer",
+    "a rocket on the launch pad at sunset, with clouds of smoke around it",
+    "black and white photo of a man with a camera on a tripod",
+    "a tabby cat lying on a red blanket and looking at the camera",
+    "the hubble deep field: thousands of galaxies in a tiny patch of sky",
+    "a pile of old coins on a table",
+    "the logo of a python library",
+    "a page of printed text",
+    "a retina photographed through an ophthalmoscope",
+    "two dogs playing in the snow in a park near the river on a cold winter morning",
+    "naïve café au lait, s'il vous plaît",
+    "東京の夜景",
+    "a very long caption that keeps describing the scene in more and more detail: the sky, the "
+    "buildings, the people walking on the pavement, the cars, the trees, the light of the shops "
+    "and the reflections on the wet road after the rain",
+]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def make_inputs(tmp, n_images, n_texts):
+    from PIL import Image
+    from skimage import data as skdata
+
+    paths = []
+    for i in range(n_images):
+        name = PHOTOS[i % len(PHOTOS)]
+        arr = getattr(skdata, name)()
+        img = Image.fromarray(arr)
+        if img.mode not in ("RGB", "L"):
+            img = img.convert("RGB")
+        path = os.path.join(tmp, f"{i:03d}_{name}.jpg")
+        img.save(path, quality=92)
+        paths.append(path)
+    texts = [CAPTIONS[i % len(CAPTIONS)] for i in range(n_texts)]
+    return paths, texts
+
+
+def run_ours(align, model, cmd, out, items, batch, device):
+    """Runs the CLI; returns (items/s after load, load s, peak RSS MiB)."""
+    args = [align, "--device", device, cmd, "--model", model, "--out", out,
+            "--batch-size", str(batch)] + items
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        sys.exit(f"align {cmd} failed:\n{stderr}")
+    m = re.search(r"model load ([\d.]+) s; (\d+) \w+ in ([\d.]+) s", stderr)
+    if not m:
+        sys.exit(f"align {cmd}: no timing line in:\n{stderr}")
+    load_s, n, run_s = float(m.group(1)), int(m.group(2)), float(m.group(3))
+    return n / run_s, load_s, usage.ru_maxrss / 1024
+
+
+def timed(fn, batches):
+    t = time.perf_counter()
+    outs = [fn(b) for b in batches]
+    return time.perf_counter() - t, outs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--align", required=True, help="the release `align` binary")
+    ap.add_argument("--model", default=os.path.join(ROOT, "test-data", "align-base-random"),
+                    help="HF checkpoint directory (default: the full-size random align-base)")
+    ap.add_argument("--work", default=os.path.join(ROOT, "target", "bench"),
+                    help="where the converted model and ONNX files are cached")
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--texts", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--image-batch", type=int, default=8)
+    ap.add_argument("--text-batch", type=int, default=32)
+    ap.add_argument("--device", default="flex", help="our backend (flex, ndarray, wgpu)")
+    ap.add_argument("--skip-torch", action="store_true", help="leave PyTorch eager out")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+    from transformers import AlignModel, AlignProcessor
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    os.makedirs(args.work, exist_ok=True)
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        sys.exit(f"{args.model}: no config.json (make it with "
+                 "`python3 tests/reference/make_align_base_random.py`)")
+
+    # Our converted directory.
+    converted = os.path.join(args.work, os.path.basename(os.path.normpath(args.model)) + "-bpk")
+    if not os.path.isfile(os.path.join(converted, "model.bpk")):
+        log(f"converting {args.model} -> {converted}")
+        subprocess.run([args.align, "convert-weights", "--input", args.model,
+                        "--output", converted], check=True)
+
+    model = AlignModel.from_pretrained(args.model).eval()
+    processor = AlignProcessor.from_pretrained(args.model)
+
+    class Vision(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return self.m.vision_model(pixel_values=pixel_values).pooler_output
+
+    class Text(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            h = self.m.text_model(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+            return self.m.text_projection(h[:, 0, :])
+
+    vision, text = Vision(model).eval(), Text(model).eval()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, texts = make_inputs(tmp, args.images, args.texts)
+        from PIL import Image
+
+        pixels = processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt")["pixel_values"]
+        tok64 = processor(text=texts, padding="max_length", max_length=64, truncation=True,
+                          return_tensors="pt")
+        img_batches = [pixels[i:i + args.image_batch] for i in range(0, len(paths), args.image_batch)]
+
+        def text_batches(longest):
+            out = []
+            for i in range(0, len(texts), args.text_batch):
+                if longest:
+                    t = processor(text=texts[i:i + args.text_batch], padding="longest",
+                                  max_length=64, truncation=True, return_tensors="pt")
+                else:
+                    t = {k: v[i:i + args.text_batch] for k, v in tok64.items()}
+                out.append({k: t[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+            return out
+
+        txt64, txt_longest = text_batches(False), text_batches(True)
+        tokens64 = sum(int(b["input_ids"].shape[1]) * len(b["input_ids"]) for b in txt64)
+        tokens_longest = sum(int(b["input_ids"].shape[1]) * len(b["input_ids"]) for b in txt_longest)
+
+        # ONNX export (cached).
+        vpath = os.path.join(args.work, "vision.onnx")
+        tpath = os.path.join(args.work, "text.onnx")
+        with torch.inference_mode(False), torch.no_grad():
+            if not os.path.isfile(vpath):
+                log("exporting the vision tower to ONNX")
+                torch.onnx.export(vision, (pixels[:1],), vpath, input_names=["pixel_values"],
+                                  output_names=["image_features"],
+                                  dynamic_axes={"pixel_values": {0: "batch"}}, dynamo=False,
+                                  opset_version=17)
+            if not os.path.isfile(tpath):
+                log("exporting the text tower to ONNX")
+                b = txt64[0]
+                torch.onnx.export(text, (b["input_ids"][:2], b["attention_mask"][:2],
+                                         b["token_type_ids"][:2]), tpath,
+                                  input_names=["input_ids", "attention_mask", "token_type_ids"],
+                                  output_names=["text_features"],
+                                  dynamic_axes={k: {0: "batch", 1: "seq"} for k in
+                                                ["input_ids", "attention_mask", "token_type_ids"]},
+                                  dynamo=False, opset_version=17)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        vsess = ort.InferenceSession(vpath, so, providers=["CPUExecutionProvider"])
+        tsess = ort.InferenceSession(tpath, so, providers=["CPUExecutionProvider"])
+
+        def ort_images(b):
+            return vsess.run(None, {"pixel_values": b.numpy()})[0]
+
+        def ort_texts(b):
+            return tsess.run(None, {k: v.numpy().astype(np.int64) for k, v in b.items()})[0]
+
+        def torch_images(b):
+            with torch.inference_mode():
+                return vision(b).numpy()
+
+        def torch_texts(b):
+            with torch.inference_mode():
+                return text(**b).numpy()
+
+        def normalise(x):
+            x = np.concatenate(x)
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+        # Warm-up (and references).
+        ref_img = normalise([torch_images(b) for b in img_batches])
+        ref_txt = normalise([torch_texts(b) for b in txt64])
+        ort_img = normalise([ort_images(b) for b in img_batches])
+        ort_txt = normalise([ort_texts(b) for b in txt64])
+        ort_txt_l = normalise([ort_texts(b) for b in txt_longest])
+
+        out_img, out_txt = os.path.join(tmp, "img.npy"), os.path.join(tmp, "txt.npy")
+        results = {k: [] for k in ["ours_img", "ort_img", "torch_img", "ours_txt", "ort_txt64",
+                                   "ort_txt_longest", "torch_txt64"]}
+        loads, rss = [], []
+        for r in range(args.rounds):
+            rate, load_s, mem = run_ours(args.align, converted, "embed-images", out_img, paths,
+                                         args.image_batch, args.device)
+            results["ours_img"].append(rate); loads.append(load_s); rss.append(mem)
+            results["ort_img"].append(len(paths) / timed(ort_images, img_batches)[0])
+            if not args.skip_torch:
+                results["torch_img"].append(len(paths) / timed(torch_images, img_batches)[0])
+            rate, load_s, mem = run_ours(args.align, converted, "embed-texts", out_txt, texts,
+                                         args.text_batch, args.device)
+            results["ours_txt"].append(rate); loads.append(load_s); rss.append(mem)
+            results["ort_txt64"].append(len(texts) / timed(ort_texts, txt64)[0])
+            results["ort_txt_longest"].append(len(texts) / timed(ort_texts, txt_longest)[0])
+            if not args.skip_torch:
+                results["torch_txt64"].append(len(texts) / timed(torch_texts, txt64)[0])
+            log(f"round {r + 1}/{args.rounds}: " + ", ".join(
+                f"{k} {v[-1]:.2f}" for k, v in results.items() if v))
+
+        ours_img = np.load(out_img)
+        ours_txt = np.load(out_txt)
+        parity = {
+            "ours_vs_torch_image_embeds": float(np.abs(ours_img - ref_img).max()),
+            "ours_vs_torch_text_embeds": float(np.abs(ours_txt - ref_txt).max()),
+            "ort_vs_torch_image_embeds": float(np.abs(ort_img - ref_img).max()),
+            "ort_vs_torch_text_embeds": float(np.abs(ort_txt - ref_txt).max()),
+            "ort_longest_vs_torch_text_embeds": float(np.abs(ort_txt_l - ref_txt).max()),
+        }
+
+    med = {k: statistics.median(v) for k, v in results.items() if v}
+    print(f"machine: {os.cpu_count()} cores; onnxruntime {ort.__version__}, torch {torch.__version__}; "
+          f"our device: {args.device}")
+    print(f"inputs: {len(paths)} JPEG photos (batch {args.image_batch}), {len(texts)} captions "
+          f"(batch {args.text_batch}; {tokens64} tokens padded to 64, {tokens_longest} padded to "
+          f"each batch's longest); {args.rounds} interleaved rounds, medians")
+    print(f"{'':28}{'images/s':>10}{'texts/s':>10}")
+    print(f"{'ours (align CLI, e2e)':28}{med['ours_img']:10.2f}{med['ours_txt']:10.2f}")
+    print(f"{'ONNX Runtime (64 tokens)':28}{med['ort_img']:10.2f}{med['ort_txt64']:10.2f}")
+    print(f"{'ONNX Runtime (longest)':28}{'':10}{med['ort_txt_longest']:10.2f}")
+    if not args.skip_torch:
+        print(f"{'PyTorch eager (64 tokens)':28}{med['torch_img']:10.2f}{med['torch_txt64']:10.2f}")
+    print(f"ratio ours / ORT: images {med['ours_img'] / med['ort_img']:.2f}x, texts "
+          f"{med['ours_txt'] / med['ort_txt64']:.2f}x vs 64-token ORT, "
+          f"{med['ours_txt'] / med['ort_txt_longest']:.2f}x vs longest-padded ORT")
+    print(f"ours: model load {statistics.median(loads):.2f} s (median), peak RSS "
+          f"{max(rss):.0f} MiB (max)")
+    print("parity (max abs diff of L2-normalised embeddings vs PyTorch): " +
+          ", ".join(f"{k} {v:.2e}" for k, v in parity.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rounds": results, "median": med, "load_s": loads, "peak_rss_mib": rss,
+                       "parity": parity}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
