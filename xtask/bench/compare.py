@@ -86,19 +86,33 @@ def make_inputs(tmp, n_images, n_texts):
 
 
 def run_ours(align, model, cmd, out, items, batch, device):
-    """Runs the CLI; returns (items/s after load, load s, peak RSS MiB)."""
+    """Runs the CLI; returns (items/s after load, load s, peak RSS MiB).
+
+    The peak is VmHWM of the process's own address space, polled from /proc (ru_maxrss of a
+    child forked from this Python process would count Python's memory too)."""
     args = [align, "--device", device, cmd, "--model", model, "--out", out,
             "--batch-size", str(batch)] + items
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak_kib = 0
+        while proc.poll() is None:
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak_kib = max(peak_kib, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.02)
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0:
         sys.exit(f"align {cmd} failed:\n{stderr}")
     m = re.search(r"model load ([\d.]+) s; (\d+) \w+ in ([\d.]+) s", stderr)
     if not m:
         sys.exit(f"align {cmd}: no timing line in:\n{stderr}")
     load_s, n, run_s = float(m.group(1)), int(m.group(2)), float(m.group(3))
-    return n / run_s, load_s, usage.ru_maxrss / 1024
+    return n / run_s, load_s, peak_kib / 1024
 
 
 def timed(fn, batches):

@@ -6,7 +6,7 @@
 //! buffer over without copying, so on flex the activation is computed here instead, in place:
 //! a vectorised `exp` (Cody-Waite range reduction + degree-7 polynomial, within 2 ulp of
 //! libm over the range where SiLU is not saturated), split across rayon threads. Other devices
-//! keep burn's `silu`.
+//! keep burn's `silu`. The squeeze-excite channel scaling is done the same way.
 
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
@@ -38,6 +38,26 @@ pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         // Not f32 (an f16 or f64 model): burn's own op.
         Err(_) => burn::tensor::activation::silu(Tensor::from_data(data, &device)),
     }
+}
+
+/// `x * scale` for `x` `[B, C, H, W]` and `scale` `[B, C, 1, 1]` (squeeze-excite) on a host
+/// device: in place, one (b, c) plane per task. burn-flex's broadcasting multiply runs on one
+/// thread.
+pub(crate) fn scale_channels(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let [_, _, h, w] = x.dims();
+    let mut data = x.into_data();
+    let scale = scale.into_data();
+    if let (Ok(values), Ok(factors)) = (data.as_mut_slice::<f32>(), scale.as_slice::<f32>())
+        && h * w > 0
+    {
+        values
+            .par_chunks_mut(h * w)
+            .zip(factors.par_iter())
+            .for_each(|(plane, &s)| plane.iter_mut().for_each(|v| *v *= s));
+        return Tensor::from_data(data, &device);
+    }
+    Tensor::from_data(data, &device) * Tensor::from_data(scale, &device)
 }
 
 /// In-place SiLU of a slice, with AVX2+FMA code where the CPU has it.

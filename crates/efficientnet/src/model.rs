@@ -177,7 +177,11 @@ impl Block {
             .reshape([batch, channels, 1, 1]);
         let se = &self.squeeze_excite;
         let scale = sigmoid(se.expand.forward(act.apply(se.reduce.forward(squeezed))));
-        h = h * scale;
+        h = if act.host {
+            host::scale_channels(h, scale)
+        } else {
+            h * scale
+        };
 
         let p = &self.projection;
         h = conv_bn(&p.project_conv, &p.project_bn, h);
