@@ -74,9 +74,12 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let root = workspace_root();
-            run(Command::new(cargo)
-                .current_dir(&root)
-                .args(["build", "--release", "-p", "align-cli"]))?;
+            run(Command::new(cargo).current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "align-cli",
+            ]))?;
             run(Command::new("python3")
                 .current_dir(&root)
                 .arg(root.join("xtask/bench/compare.py"))

@@ -48,7 +48,7 @@ pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Resul
             rows.extend(to_vec(embeds)?);
             Ok(())
         })?;
-    let n = if dim == 0 { 0 } else { rows.len() / dim };
+    let n = rows.len().checked_div(dim).unwrap_or(0);
     crate::npy::write_f32(&args.out, &[n, dim], &rows)?;
     report(&args.out, n, dim, "images", start, loaded);
     Ok(())
@@ -56,7 +56,14 @@ pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Resul
 
 /// One stderr line: what was written, the load time and the throughput after loading
 /// (decoding / tokenising, inference and writing included).
-fn report(out: &std::path::Path, n: usize, dim: usize, what: &str, start: Instant, loaded: Instant) {
+fn report(
+    out: &std::path::Path,
+    n: usize,
+    dim: usize,
+    what: &str,
+    start: Instant,
+    loaded: Instant,
+) {
     let load_s = (loaded - start).as_secs_f64();
     let run_s = loaded.elapsed().as_secs_f64();
     eprintln!(

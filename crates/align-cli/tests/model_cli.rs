@@ -115,7 +115,14 @@ fn classify_prints_the_reference_logits_and_probs_per_image() {
 fn embed_images_and_texts_write_the_reference_embeddings() {
     let out = tempfile::tempdir().unwrap();
     let npy = out.path().join("images.npy");
-    let mut args = strings(&["embed-images", "--model", TINY, "--batch-size", "1", "--out"]);
+    let mut args = strings(&[
+        "embed-images",
+        "--model",
+        TINY,
+        "--batch-size",
+        "1",
+        "--out",
+    ]);
     args.push(npy.to_str().unwrap().to_string());
     args.extend(images());
     let run = align(&args);
@@ -166,7 +173,11 @@ fn a_bad_image_stops_the_run_unless_skip_bad() {
 
     let run = with(true);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let skipped: Vec<&str> = run.stderr.lines().filter(|l| l.contains("skipping")).collect();
+    let skipped: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("skipping"))
+        .collect();
     assert_eq!(skipped.len(), 1, "{}", run.stderr);
     assert!(skipped[0].contains("not-an-image.jpg"));
     let (shape, got) = read_npy(&npy);
@@ -186,7 +197,11 @@ fn convert_weights_output_gives_the_same_classification() {
         converted.to_str().unwrap(),
     ]));
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("max abs difference 0"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("max abs difference 0"),
+        "{}",
+        run.stderr
+    );
     assert!(converted.join("model.bpk").is_file());
 
     let npy = out.path().join("texts.npy");
@@ -197,7 +212,11 @@ fn convert_weights_output_gives_the_same_classification() {
     args.extend(texts());
     let run = align(&args);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_close(&read_npy(&npy).1, &reference("text_embeds.npy").1, "text_embeds");
+    assert_close(
+        &read_npy(&npy).1,
+        &reference("text_embeds.npy").1,
+        "text_embeds",
+    );
 }
 
 /// A hub cache laid out as `huggingface_hub` / `hf-hub` write it, holding the tiny model
@@ -240,12 +259,21 @@ fn model_id_is_taken_from_a_prefilled_hub_cache_without_the_network() {
         ],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_close(&read_npy(&npy).1, &reference("text_embeds.npy").1, "text_embeds");
+    assert_close(
+        &read_npy(&npy).1,
+        &reference("text_embeds.npy").1,
+        "text_embeds",
+    );
 
     // HF_HOME/hub, as hf-hub and huggingface_hub read it, and an explicit --model-id.
     let home = tempfile::tempdir().unwrap();
     std::fs::rename(cache.path(), home.path().join("hub")).unwrap();
-    let mut args = strings(&["embed-texts", "--model-id", "kakaobrain/align-base", "--out"]);
+    let mut args = strings(&[
+        "embed-texts",
+        "--model-id",
+        "kakaobrain/align-base",
+        "--out",
+    ]);
     args.push(npy.to_str().unwrap().to_string());
     args.push("coffee".into());
     let run = align_with(
@@ -258,14 +286,25 @@ fn model_id_is_taken_from_a_prefilled_hub_cache_without_the_network() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let expected = reference("text_embeds.npy").1;
-    assert_close(&read_npy(&npy).1, &expected[3 * 40..4 * 40], "text_embeds[3]");
+    assert_close(
+        &read_npy(&npy).1,
+        &expected[3 * 40..4 * 40],
+        "text_embeds[3]",
+    );
 }
 
 #[test]
 fn offline_with_an_empty_cache_is_a_clear_one_line_error() {
     let cache = tempfile::tempdir().unwrap();
     let run = align_with(
-        &strings(&["embed-texts", "--model-id", "someone/missing", "--out", "/tmp/x.npy", "x"]),
+        &strings(&[
+            "embed-texts",
+            "--model-id",
+            "someone/missing",
+            "--out",
+            "/tmp/x.npy",
+            "x",
+        ]),
         &[
             ("HF_HUB_CACHE", Some(cache.path())),
             ("HF_HUB_OFFLINE", Some(Path::new("1"))),

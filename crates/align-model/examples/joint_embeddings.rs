@@ -38,10 +38,8 @@ fn main() -> Result<()> {
     let align = Align::from_pretrained(&args.model, &Device::default())?;
     let image = decode_path(&args.image, align.images.decode_options())?;
     // The processor's two halves: pixel values [1, 3, 289, 289] and token ids [1, 64].
-    let pixel_values = Tensor::<4>::from_data(
-        align.images.preprocess_images(&[image])?,
-        &align.device,
-    );
+    let pixel_values =
+        Tensor::<4>::from_data(align.images.preprocess_images(&[image])?, &align.device);
     let text = align.tokenize(&[&args.text])?;
     let outputs = align.model.forward(pixel_values, &text)?;
     for (name, embeds) in [
@@ -52,9 +50,6 @@ fn main() -> Result<()> {
         let values = to_vec(embeds)?;
         println!("{name} {dims:?}: {:?} ...", &values[..4]);
     }
-    println!(
-        "logits_per_image: {:?}",
-        to_vec(outputs.logits_per_image)?
-    );
+    println!("logits_per_image: {:?}", to_vec(outputs.logits_per_image)?);
     Ok(())
 }

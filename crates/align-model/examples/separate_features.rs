@@ -42,10 +42,8 @@ fn main() -> Result<()> {
     let text_features = align.model.text_features_for(&text);
 
     let image = decode_path(&args.image, align.images.decode_options())?;
-    let pixel_values = Tensor::<4>::from_data(
-        align.images.preprocess_images(&[image])?,
-        &align.device,
-    );
+    let pixel_values =
+        Tensor::<4>::from_data(align.images.preprocess_images(&[image])?, &align.device);
     let image_features = align.model.image_features(pixel_values)?;
 
     for (name, features) in [

@@ -39,7 +39,11 @@ fn main() -> Result<()> {
     let align = Align::from_pretrained(&args.model, &Device::default())?;
     let image = decode_path(&args.image, align.images.decode_options())?;
     let result = &align.zero_shot(&[image], &args.labels)?[0];
-    for (label, (logit, prob)) in args.labels.iter().zip(result.logits.iter().zip(&result.probs)) {
+    for (label, (logit, prob)) in args
+        .labels
+        .iter()
+        .zip(result.logits.iter().zip(&result.probs))
+    {
         println!("{prob:.4}  (logit {logit:8.4})  {label}");
     }
     Ok(())

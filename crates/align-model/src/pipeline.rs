@@ -79,7 +79,13 @@ impl Align {
         let batch = self.tokenizer.encode_batch(texts)?;
         let width = if trim {
             (0..batch.batch)
-                .map(|i| batch.row(&batch.attention_mask, i).iter().filter(|&&m| m != 0).count())
+                .map(|i| {
+                    batch
+                        .row(&batch.attention_mask, i)
+                        .iter()
+                        .filter(|&&m| m != 0)
+                        .count()
+                })
                 .max()
                 .unwrap_or(0)
                 .max(1)
@@ -88,7 +94,12 @@ impl Align {
         };
         let rows = |field: &[i64]| -> Vec<Vec<u32>> {
             (0..batch.batch)
-                .map(|i| batch.row(field, i)[..width].iter().map(|&v| v as u32).collect())
+                .map(|i| {
+                    batch.row(field, i)[..width]
+                        .iter()
+                        .map(|&v| v as u32)
+                        .collect()
+                })
                 .collect()
         };
         Ok(BertInput::new(

@@ -38,7 +38,7 @@ impl BertEmbeddings {
             .position_embeddings
             .weight
             .val()
-            .slice([0..seq_len])
+            .narrow(0, 0, seq_len)
             .unsqueeze_dim::<3>(0);
         let x = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids)

@@ -160,7 +160,7 @@ fn out_of_range_ids_are_rejected() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("row 1"), "{err}");
-    let long = vec![1u32; config.max_position_embeddings + 1];
-    let err = BertInput::new(&config, &[long.clone()], &[long], None, &dev).unwrap_err();
+    let long = vec![vec![1u32; config.max_position_embeddings + 1]];
+    let err = BertInput::new(&config, &long, &long, None, &dev).unwrap_err();
     assert!(err.to_string().contains("sequence length"), "{err}");
 }

@@ -225,7 +225,7 @@ impl EfficientNetConfig {
         if self.num_channels == 0 {
             return Err(cfg_err("num_channels", "must be > 0".into()));
         }
-        if !(self.batch_norm_eps > 0.0) {
+        if self.batch_norm_eps.is_nan() || self.batch_norm_eps <= 0.0 {
             return Err(cfg_err("batch_norm_eps", "must be > 0".into()));
         }
         for (s, &k) in self.kernel_sizes.iter().enumerate() {

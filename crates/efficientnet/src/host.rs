@@ -30,9 +30,7 @@ pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let mut data = x.into_data();
     match data.as_mut_slice::<f32>() {
         Ok(values) => {
-            values
-                .par_chunks_mut(1 << 15)
-                .for_each(silu_inplace);
+            values.par_chunks_mut(1 << 15).for_each(silu_inplace);
             Tensor::from_data(data, &device)
         }
         // Not f32 (an f16 or f64 model): burn's own op.
@@ -63,8 +61,7 @@ pub(crate) fn scale_channels(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
 /// In-place SiLU of a slice, with AVX2+FMA code where the CPU has it.
 pub(crate) fn silu_inplace(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    {
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
         unsafe { silu_avx2(values) };
         return;
@@ -98,7 +95,7 @@ fn exp(x: f32) -> f32 {
     // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     let (tiny, huge) = (x < -87.0, x > 88.0);
-    let x = x.max(-87.0).min(88.0);
+    let x = x.clamp(-87.0, 88.0);
     let t = x * LOG2E + ROUND;
     let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -149,7 +146,10 @@ mod tests {
         for (&x, &y) in xs.iter().zip(&got) {
             let want = (x as f64) / (1.0 + (-(x as f64)).exp());
             let tol = 4.0 * f32::EPSILON as f64 * want.abs() + 1e-30;
-            assert!((y as f64 - want).abs() <= tol, "silu({x}) = {y}, want {want}");
+            assert!(
+                (y as f64 - want).abs() <= tol,
+                "silu({x}) = {y}, want {want}"
+            );
         }
         let mut nan = [f32::NAN];
         silu_inplace(&mut nan);
