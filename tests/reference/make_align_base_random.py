@@ -55,6 +55,9 @@ def spec_init(vision: nn.Module, gen: torch.Generator) -> None:
                 else:
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.4 + 0.8)
                     m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.6)
+            elif isinstance(m, nn.Linear):  # a standalone EfficientNet's classifier
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.0 / m.in_features) ** 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.2 - 0.1)
 
 
 def synthetic_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -79,7 +82,11 @@ def synthetic_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(out)
 
 
-def calibrate(vision: nn.Module, size: int, gen: torch.Generator, batches: int = 3) -> None:
+def calibrate(vision: nn.Module, size: int, gen: torch.Generator, batches: int = 3,
+              images=None) -> None:
+    """Running statistics from train-mode BN (cumulative average, momentum None) over
+    `batches` batches of 8 synthetic images (`images(n, size, gen)`)."""
+    images = images or synthetic_images
     for m in vision.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
@@ -90,7 +97,7 @@ def calibrate(vision: nn.Module, size: int, gen: torch.Generator, batches: int =
             m.eval()
     with torch.no_grad():
         for b in range(batches):
-            vision(pixel_values=synthetic_images(8, size, gen))
+            vision(pixel_values=images(8, size, gen))
             print(f"calibration batch {b + 1}/{batches}", file=sys.stderr)
     vision.eval()
 

@@ -20,7 +20,6 @@ import tempfile
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from transformers import (
     AlignVisionConfig,
     AlignVisionModel,
@@ -29,29 +28,11 @@ from transformers import (
     EfficientNetModel,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_align_base_random import calibrate, spec_init, stage_ends  # noqa: E402
+
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OUT = os.path.join(ROOT, "tests", "fixtures", "efficientnet")
-
-
-def spec_init(model: nn.Module, gen: torch.Generator) -> None:
-    """align-spec.md section 8: He-normal convs, BN affine ranges, project_bn gamma smaller."""
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.4 - 0.2)
-            elif isinstance(m, nn.BatchNorm2d):
-                if name.endswith("project_bn"):
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.4 + 0.2)
-                    m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.4 - 0.2)
-                else:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.4 + 0.8)
-                    m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.6)
-            elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (1.0 / m.in_features) ** 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) * 0.2 - 0.1)
 
 
 def synthetic_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -71,31 +52,6 @@ def synthetic_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(out)
 
 
-def calibrate(model: nn.Module, size: int, gen: torch.Generator) -> None:
-    """Running statistics from train-mode BN (cumulative average) over synthetic images."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.eval()
-    with torch.no_grad():
-        for _ in range(2):
-            model(pixel_values=synthetic_images(8, size, gen))
-    model.eval()
-
-
-def stage_ends(cfg) -> list:
-    """Index of the last block of every stage."""
-    ends, total = [], 0
-    for r in cfg.num_block_repeats:
-        total += int(np.ceil(cfg.depth_coefficient * r))
-        ends.append(total - 1)
-    return ends
-
-
 def save_npy(path: str, t: torch.Tensor) -> None:
     np.save(path, np.ascontiguousarray(t.detach().numpy().astype(np.float32)))
 
@@ -103,7 +59,7 @@ def save_npy(path: str, t: torch.Tensor) -> None:
 def make_case(name, model, cfg, size, batch, seed, prefix=None):
     gen = torch.Generator().manual_seed(seed)
     spec_init(model, gen)
-    calibrate(model, size, gen)
+    calibrate(model, size, gen, batches=2, images=synthetic_images)
     base = model.efficientnet if hasattr(model, "efficientnet") else model
 
     captured = {}

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bert::ApplyProblem;
 use burn::module::Param;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
@@ -220,46 +221,23 @@ fn checkpoint_key(module_path: &str, format: WeightsFormat) -> String {
 }
 
 fn check(result: &ApplyResult, path: &Path, format: WeightsFormat) -> Result<()> {
-    if let Some(error) = result.errors.first() {
-        return Err(match error {
-            ApplyError::ShapeMismatch {
-                path: module_path,
-                expected,
-                found,
-            } => {
-                let mut expected = expected.to_vec();
-                let mut actual = found.to_vec();
-                let linear = module_path.ends_with(".weight")
-                    && expected.len() == 2
-                    && !module_path.contains("embeddings");
-                if linear && format != WeightsFormat::Burnpack {
-                    expected.reverse();
-                    actual.reverse();
-                }
-                Error::ShapeMismatch {
-                    path: path.to_path_buf(),
-                    key: checkpoint_key(module_path, format),
-                    expected,
-                    actual,
-                }
-            }
-            other => Error::Checkpoint {
-                path: path.to_path_buf(),
-                message: other.to_string(),
-            },
-        });
+    let torch_layout = format != WeightsFormat::Burnpack;
+    let path = path.to_path_buf();
+    match bert::apply_problem(result, |p| checkpoint_key(p, format), torch_layout) {
+        None => Ok(()),
+        Some(ApplyProblem::Shape {
+            key,
+            expected,
+            actual,
+        }) => Err(Error::ShapeMismatch {
+            path,
+            key,
+            expected,
+            actual,
+        }),
+        Some(ApplyProblem::Missing(keys)) => Err(Error::MissingKeys { path, keys }),
+        Some(ApplyProblem::Other(message)) => Err(Error::Checkpoint { path, message }),
     }
-    if !result.missing.is_empty() {
-        return Err(Error::MissingKeys {
-            path: path.to_path_buf(),
-            keys: result
-                .missing
-                .iter()
-                .map(|(p, _)| checkpoint_key(p, format))
-                .collect(),
-        });
-    }
-    Ok(())
 }
 
 /// Writes `model` (unfolded, as loaded from a checkpoint) to `path` in burn's Burnpack format.

@@ -93,11 +93,29 @@ pub fn checkpoint_key(module_path: &str, prefix: &str) -> String {
     format!("{prefix}{key}")
 }
 
-/// Turns the missing tensors and load errors of `result` into an [`Error`] naming checkpoint
-/// keys and shapes in the checkpoint's own layout.
-pub fn check_apply_result(result: &ApplyResult, path: &Path, prefix: &str) -> Result<()> {
+/// What a burn-store [`ApplyResult`] says is wrong with a checkpoint, with tensors named by
+/// their checkpoint keys and shapes in the checkpoint's own layout (see [`apply_problem`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyProblem {
+    Shape {
+        key: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    Missing(Vec<String>),
+    Other(String),
+}
+
+/// The first problem of `result`: a load error, else the missing tensors. `key` maps a burn
+/// module path to its checkpoint key. With `torch_layout`, 2-d Linear weight shapes are
+/// reported as PyTorch stores them (`[out, in]`; burn holds `[in, out]`).
+pub fn apply_problem(
+    result: &ApplyResult,
+    key: impl Fn(&str) -> String,
+    torch_layout: bool,
+) -> Option<ApplyProblem> {
     if let Some(error) = result.errors.first() {
-        return Err(match error {
+        return Some(match error {
             ApplyError::ShapeMismatch {
                 path: module_path,
                 expected,
@@ -105,37 +123,44 @@ pub fn check_apply_result(result: &ApplyResult, path: &Path, prefix: &str) -> Re
             } => {
                 let mut expected = expected.to_vec();
                 let mut actual = found.to_vec();
-                // Linear weights are stored [out, in] by PyTorch and [in, out] by burn: report
-                // both shapes in the checkpoint's layout.
-                if module_path.ends_with(".weight")
+                if torch_layout
+                    && module_path.ends_with(".weight")
                     && !module_path.contains("embeddings")
                     && expected.len() == 2
                 {
                     expected.reverse();
                     actual.reverse();
                 }
-                Error::ShapeMismatch {
-                    path: path.to_path_buf(),
-                    key: checkpoint_key(module_path, prefix),
+                ApplyProblem::Shape {
+                    key: key(module_path),
                     expected,
                     actual,
                 }
             }
-            other => Error::Checkpoint {
-                path: path.to_path_buf(),
-                message: other.to_string(),
-            },
+            other => ApplyProblem::Other(other.to_string()),
         });
     }
-    if !result.missing.is_empty() {
-        return Err(Error::MissingKeys {
-            path: path.to_path_buf(),
-            keys: result
-                .missing
-                .iter()
-                .map(|(module_path, _)| checkpoint_key(module_path, prefix))
-                .collect(),
-        });
+    (!result.missing.is_empty())
+        .then(|| ApplyProblem::Missing(result.missing.iter().map(|(p, _)| key(p)).collect()))
+}
+
+/// Turns the missing tensors and load errors of `result` into an [`Error`] naming checkpoint
+/// keys and shapes in the checkpoint's own layout.
+pub fn check_apply_result(result: &ApplyResult, path: &Path, prefix: &str) -> Result<()> {
+    let path = path.to_path_buf();
+    match apply_problem(result, |p| checkpoint_key(p, prefix), true) {
+        None => Ok(()),
+        Some(ApplyProblem::Shape {
+            key,
+            expected,
+            actual,
+        }) => Err(Error::ShapeMismatch {
+            path,
+            key,
+            expected,
+            actual,
+        }),
+        Some(ApplyProblem::Missing(keys)) => Err(Error::MissingKeys { path, keys }),
+        Some(ApplyProblem::Other(message)) => Err(Error::Checkpoint { path, message }),
     }
-    Ok(())
 }
