@@ -19,7 +19,7 @@ What is timed (startup excluded everywhere):
     texts once padded to 64 as AlignProcessor does, and once padded to the batch's longest
     text (what our CLI does: the [CLS] output does not depend on padding).
   * PyTorch eager: AlignModel.get_*_features under torch.inference_mode, same inputs.
-Batches: images 8, texts 32 (the CLI's defaults). Threads: all cores for every runtime.
+Batches: images 1, texts 32 (the CLI's defaults on CPU). Threads: all cores for every runtime.
 Each round runs every system once (images, then texts); medians over rounds are reported.
 Our embeddings are checked against PyTorch's on the same inputs (max abs diff printed).
 """
@@ -131,7 +131,7 @@ def main():
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--image-batch", type=int, default=8)
+    ap.add_argument("--image-batch", type=int, default=1)
     ap.add_argument("--text-batch", type=int, default=32)
     ap.add_argument("--device", default="flex", help="our backend (flex, ndarray, wgpu)")
     ap.add_argument("--skip-torch", action="store_true", help="leave PyTorch eager out")

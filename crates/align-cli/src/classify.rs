@@ -21,7 +21,7 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let align = Align::from_dir(args.model.resolve()?, device)?;
     let text_embeds = align.embed_texts(&args.labels)?;
     args.images
-        .for_each_batch(align.images.decode_options(), |paths, images| {
+        .for_each_batch(device, align.images.decode_options(), |paths, images| {
             let image_embeds = align.embed_images(images)?;
             let logits = align
                 .model

@@ -61,3 +61,18 @@ pub fn resolve(choice: &Choice) -> anyhow::Result<Device> {
     }
     Ok(Device::default())
 }
+
+/// Whether `device` is one of the CPU backends (flex, ndarray).
+pub fn is_cpu(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    if *device == Device::flex() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // burn-ndarray is deprecated in burn 0.22 but still supported here
+    if *device == Device::ndarray() {
+        return true;
+    }
+    let _ = device;
+    false
+}

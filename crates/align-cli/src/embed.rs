@@ -42,7 +42,7 @@ pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Resul
     let mut rows = Vec::new();
     let mut dim = 0;
     args.images
-        .for_each_batch(align.images.decode_options(), |_, images| {
+        .for_each_batch(device, align.images.decode_options(), |_, images| {
             let embeds = align.embed_images(images)?;
             dim = embeds.dims()[1];
             rows.extend(to_vec(embeds)?);

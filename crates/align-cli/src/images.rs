@@ -8,9 +8,10 @@ use rayon::prelude::*;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
-    pub batch_size: u32,
+    /// Images per forward pass [default: 1 on CPU backends, where larger batches are not
+    /// faster and take more memory (see BENCHMARKS.md); 8 on GPUs].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
     /// Report unreadable images on stderr and go on without them (default: stop at the first).
     #[arg(long)]
     pub skip_bad: bool,
@@ -23,10 +24,14 @@ impl ImageArgs {
     /// Calls `f` with each batch of decoded images and their paths, in argument order.
     pub fn for_each_batch(
         &self,
+        device: &burn::tensor::Device,
         decode: &align_processor::DecodeOptions,
         mut f: impl FnMut(&[PathBuf], &[RgbImage]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        for chunk in self.images.chunks(self.batch_size as usize) {
+        let batch = self
+            .batch_size
+            .unwrap_or(if crate::device::is_cpu(device) { 1 } else { 8 });
+        for chunk in self.images.chunks(batch as usize) {
             let decoded: Vec<_> = chunk.par_iter().map(|p| decode_path(p, decode)).collect();
             let mut paths = Vec::with_capacity(chunk.len());
             let mut images = Vec::with_capacity(chunk.len());
