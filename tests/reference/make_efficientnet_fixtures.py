@@ -2,7 +2,7 @@
 """Tiny random EfficientNet / ALIGN vision towers and their transformers outputs.
 
 Writes tests/fixtures/efficientnet/<case>/{config.json, model.safetensors, pixel_values.npy,
-pooled.npy, last_hidden_state.npy, embeddings.npy, stage_<i>.npy[, logits.npy]} for the parity
+pooled.npy, pooled_f64.npy, last_hidden_state.npy, embeddings.npy, stage_<i>.npy[, logits.npy]} for the parity
 tests of crates/efficientnet. Run from anywhere:
 
     python3 tests/reference/make_efficientnet_fixtures.py
@@ -11,6 +11,7 @@ Weights are initialised as in align-spec.md section 8 (He-normal convs, BN gamma
 running statistics calibrated in train mode) so that activations are not degenerate.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -95,6 +96,11 @@ def make_case(name, model, cfg, size, batch, seed, prefix=None):
         with torch.no_grad():
             out = base(pixel_values=pixel_values)
     save_npy(os.path.join(d, "pooled.npy"), out.pooler_output)
+    # The same network in float64: the exact value that float32 results (the reference's and
+    # ours) each approximate.
+    with torch.no_grad():
+        exact = copy.deepcopy(base).double()(pixel_values=pixel_values.double()).pooler_output
+    save_npy(os.path.join(d, "pooled_f64.npy"), exact)
     save_npy(os.path.join(d, "last_hidden_state.npy"), out.last_hidden_state)
     for k, v in captured.items():
         save_npy(os.path.join(d, f"{k}.npy"), v)

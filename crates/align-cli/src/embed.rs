@@ -27,7 +27,8 @@ pub struct TextsArgs {
     /// Output .npy file: f32 [N, dim], one L2-normalised row per text in argument order.
     #[arg(long)]
     out: PathBuf,
-    /// Texts per forward pass.
+    /// Texts per forward pass (texts of similar token counts are batched together; the output
+    /// keeps argument order).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     /// Texts to embed (longer than 64 tokens: truncated, keeping [SEP] last).
@@ -77,14 +78,9 @@ pub fn texts(args: &TextsArgs, device: &burn::tensor::Device) -> anyhow::Result<
     let start = Instant::now();
     let align = Align::from_dir(args.model.resolve()?, device)?;
     let loaded = Instant::now();
-    let mut rows = Vec::new();
-    let mut dim = 0;
-    for chunk in args.texts.chunks(args.batch_size as usize) {
-        let embeds = align.embed_texts(chunk)?;
-        dim = embeds.dims()[1];
-        rows.extend(to_vec(embeds)?);
-    }
-    let n = args.texts.len();
+    let embeds = align.embed_texts_batched(&args.texts, args.batch_size as usize)?;
+    let [n, dim] = embeds.dims();
+    let rows = to_vec(embeds)?;
     crate::npy::write_f32(&args.out, &[n, dim], &rows)?;
     report(&args.out, n, dim, "texts", start, loaded);
     Ok(())

@@ -25,4 +25,4 @@ pub use convert::{ConvertReport, convert_weights};
 pub use error::{Error, Result};
 pub use load::{BURNPACK_FILE, ModelFiles, WeightsFormat, save_burnpack};
 pub use model::{AlignModel, AlignOutput, l2_normalize};
-pub use pipeline::{Align, ZeroShot, to_vec};
+pub use pipeline::{Align, PASS_COST_TOKENS, ZeroShot, length_batches, to_vec};

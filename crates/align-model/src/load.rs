@@ -102,10 +102,11 @@ impl AlignModel {
         Ok(model.prepare_for_inference())
     }
 
-    /// Folds the vision tower's BatchNorms into its convolutions (no BN op at run time).
+    /// The vision tower's inference form ([`efficientnet::EfficientNet::for_inference`]): its
+    /// BatchNorms folded into the convolutions and, on flex, the fused host-memory path.
     pub fn prepare_for_inference(self) -> Self {
         Self {
-            vision_model: self.vision_model.fold_batch_norms(),
+            vision_model: self.vision_model.for_inference(),
             ..self
         }
     }

@@ -64,12 +64,9 @@ impl AlignModel {
         attention_mask: Tensor<2, Int>,
         token_type_ids: Tensor<2, Int>,
     ) -> Tensor<2> {
-        let hidden = self
+        let cls = self
             .text_model
-            .forward(input_ids, attention_mask, token_type_ids)
-            .last_hidden_state;
-        let [batch, _, width] = hidden.dims();
-        let cls = hidden.slice([0..batch, 0..1]).reshape([batch, width]);
+            .first_token(input_ids, attention_mask, token_type_ids);
         self.text_projection.forward(cls)
     }
 

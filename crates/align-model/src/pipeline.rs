@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use align_processor::{ImageProcessor, RgbImage, TextTokenizer};
+use align_processor::{ImageProcessor, RgbImage, TextTokenizer, TokenBatch};
 use bert::BertInput;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::AlignConfig;
 use crate::error::{Error, Result};
@@ -77,24 +77,26 @@ impl Align {
 
     fn encode<S: AsRef<str>>(&self, texts: &[S], trim: bool) -> Result<BertInput> {
         let batch = self.tokenizer.encode_batch(texts)?;
+        let rows: Vec<usize> = (0..batch.batch).collect();
         let width = if trim {
-            (0..batch.batch)
-                .map(|i| {
-                    batch
-                        .row(&batch.attention_mask, i)
-                        .iter()
-                        .filter(|&&m| m != 0)
-                        .count()
-                })
-                .max()
-                .unwrap_or(0)
-                .max(1)
+            rows.iter().map(|&i| text_len(&batch, i)).max().unwrap_or(0)
         } else {
             batch.seq_len
         };
-        let rows = |field: &[i64]| -> Vec<Vec<u32>> {
-            (0..batch.batch)
-                .map(|i| {
+        self.input_for_rows(&batch, &rows, width)
+    }
+
+    /// A [`BertInput`] of the `rows` of `batch`, cut to `width` columns (at least one).
+    fn input_for_rows(
+        &self,
+        batch: &TokenBatch,
+        rows: &[usize],
+        width: usize,
+    ) -> Result<BertInput> {
+        let width = width.clamp(1, batch.seq_len.max(1));
+        let take = |field: &[i64]| -> Vec<Vec<u32>> {
+            rows.iter()
+                .map(|&i| {
                     batch.row(field, i)[..width]
                         .iter()
                         .map(|&v| v as u32)
@@ -104,9 +106,9 @@ impl Align {
         };
         Ok(BertInput::new(
             &self.config.text_config,
-            &rows(&batch.input_ids),
-            &rows(&batch.attention_mask),
-            Some(&rows(&batch.token_type_ids)),
+            &take(&batch.input_ids),
+            &take(&batch.attention_mask),
+            Some(&take(&batch.token_type_ids)),
             &self.device,
         )?)
     }
@@ -122,10 +124,47 @@ impl Align {
         self.image_embeds(self.images.preprocess_images(images)?)
     }
 
-    /// L2-normalised text embeddings `[N, dim]`.
+    /// L2-normalised text embeddings `[N, dim]`, all texts in one forward pass.
     pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor<2>> {
         let input = self.tokenize_trimmed(texts)?;
         Ok(l2_normalize(self.model.text_features_for(&input)))
+    }
+
+    /// L2-normalised text embeddings `[N, dim]` in input order, at most `batch_size` texts per
+    /// forward pass. The texts are sorted by token count (as sentence-transformers' `encode`
+    /// does) and cut into the batches that minimise the padded token count plus a fixed cost
+    /// per pass (see [`length_batches`]): the features are those of [`Self::embed_texts`]
+    /// (padding does not change them), with less work when lengths vary.
+    pub fn embed_texts_batched<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+    ) -> Result<Tensor<2>> {
+        if texts.is_empty() || batch_size == 0 {
+            return Err(Error::Mismatch(format!(
+                "embedding {} texts in batches of {batch_size}: need at least one of each",
+                texts.len()
+            )));
+        }
+        let batch = self.tokenizer.encode_batch(texts)?;
+        let lens: Vec<usize> = (0..batch.batch).map(|i| text_len(&batch, i)).collect();
+        let mut order: Vec<usize> = (0..batch.batch).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        let sorted: Vec<usize> = order.iter().map(|&i| lens[i]).collect();
+        let mut parts = Vec::new();
+        for range in length_batches(&sorted, batch_size) {
+            let rows = &order[range.clone()];
+            let input = self.input_for_rows(&batch, rows, sorted[range.start])?;
+            parts.push(l2_normalize(self.model.text_features_for(&input)));
+        }
+        // Row `order[k]` of the input is row `k` of the concatenation.
+        let mut position = vec![0i64; order.len()];
+        for (k, &i) in order.iter().enumerate() {
+            position[i] = k as i64;
+        }
+        let position =
+            Tensor::<1, Int>::from_data(TensorData::new(position, [order.len()]), &self.device);
+        Ok(Tensor::cat(parts, 0).select(0, position))
     }
 
     /// Zero-shot classification of decoded images against candidate labels: one
@@ -161,4 +200,79 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|e| Error::Mismatch(format!("reading tensor data: {e:?}")))
+}
+
+/// Number of real (unmasked) tokens of row `i`.
+fn text_len(batch: &TokenBatch, i: usize) -> usize {
+    batch
+        .row(&batch.attention_mask, i)
+        .iter()
+        .filter(|&&m| m != 0)
+        .count()
+}
+
+/// Fixed cost of one text forward pass, in tokens: what the batching in
+/// [`Align::embed_texts_batched`] weighs a pass against padding. One token costs about 170
+/// MFLOP in BERT-base; the per-pass overhead (op launches, small-matrix inefficiency) is worth a
+/// few tokens on CPU, so this errs on the side of fewer passes.
+pub const PASS_COST_TOKENS: usize = 32;
+
+/// Cuts texts sorted by decreasing token count (`lens`) into consecutive batches of at most
+/// `max_batch` texts, minimising the padded token count (each batch pads to its first text)
+/// plus [`PASS_COST_TOKENS`] per batch: an exact dynamic programme, O(n * max_batch).
+pub fn length_batches(lens: &[usize], max_batch: usize) -> Vec<std::ops::Range<usize>> {
+    let n = lens.len();
+    let max_batch = max_batch.max(1);
+    // cost[i]: the least cost of the first i texts; start[i]: where their last batch starts.
+    let mut cost = vec![0usize; n + 1];
+    let mut start = vec![0usize; n + 1];
+    for i in 1..=n {
+        cost[i] = usize::MAX;
+        for j in i.saturating_sub(max_batch)..i {
+            let c = cost[j] + (i - j) * lens[j] + PASS_COST_TOKENS;
+            if c < cost[i] {
+                cost[i] = c;
+                start[i] = j;
+            }
+        }
+    }
+    let mut batches = Vec::new();
+    let mut end = n;
+    while end > 0 {
+        batches.push(start[end]..end);
+        end = start[end];
+    }
+    batches.reverse();
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::length_batches;
+
+    #[test]
+    fn batches_cover_all_texts_in_order_within_the_limit() {
+        let lens = [52, 52, 19, 17, 17, 16, 13, 10, 7, 4, 4, 4];
+        for max in 1..=lens.len() + 1 {
+            let batches = length_batches(&lens, max);
+            let mut next = 0;
+            for b in &batches {
+                assert_eq!(b.start, next);
+                assert!(!b.is_empty() && b.len() <= max);
+                next = b.end;
+            }
+            assert_eq!(next, lens.len());
+        }
+        assert!(length_batches(&[], 4).is_empty());
+    }
+
+    #[test]
+    fn long_texts_are_not_batched_with_short_ones() {
+        // 2 x 64 tokens and 30 x 8: one batch would pad 32 x 64 = 2048 tokens; two batches
+        // cost 128 + 240 + 2 passes.
+        let lens: Vec<usize> = [64, 64].into_iter().chain([8; 30]).collect();
+        assert_eq!(length_batches(&lens, 32), vec![0..2, 2..32]);
+        // Equal lengths: as few passes as the limit allows.
+        assert_eq!(length_batches(&[10; 10], 4).len(), 3);
+    }
 }

@@ -78,6 +78,13 @@ fn parity_tiny_zero_shot_pipeline() {
     assert_close(&to_vec(embeds), &reference(), "image_embeds", 1e-5);
     let embeds = align.embed_texts(&labels).unwrap();
     assert_close(&to_vec(embeds), &reference(), "text_embeds", 1e-5);
+    // Grouped by length, in batches that split the labels differently: same rows, same order.
+    for batch_size in [1, 2, labels.len()] {
+        let embeds = align.embed_texts_batched(&labels, batch_size).unwrap();
+        assert_close(&to_vec(embeds), &reference(), "text_embeds", 1e-5);
+    }
+    assert!(align.embed_texts_batched(&labels, 0).is_err());
+    assert!(align.embed_texts_batched(&[] as &[&str], 4).is_err());
 }
 
 #[test]

@@ -56,19 +56,26 @@ pub struct BertSelfAttention {
 }
 
 impl BertSelfAttention {
-    /// `masked`: `[B, 1, 1, L]`, true for padded keys.
-    fn forward(&self, x: Tensor<3>, masked: Option<Tensor<4, Bool>>) -> Tensor<3> {
+    /// Attention of the `queries` rows over all rows of `x`; `masked`: `[B, 1, 1, L]`, true for
+    /// padded keys.
+    fn forward(
+        &self,
+        queries: Tensor<3>,
+        x: Tensor<3>,
+        masked: Option<Tensor<4, Bool>>,
+    ) -> Tensor<3> {
         let [batch, seq_len, hidden] = x.dims();
-        let heads = |t: Tensor<3>| {
-            t.reshape([batch, seq_len, self.num_heads, hidden / self.num_heads])
+        let q_len = queries.dims()[1];
+        let heads = |t: Tensor<3>, len: usize| {
+            t.reshape([batch, len, self.num_heads, hidden / self.num_heads])
                 .swap_dims(1, 2)
         };
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
-        let mask = masked.map(|m| m.expand([batch, self.num_heads, seq_len, seq_len]));
+        let q = heads(rows(&self.query, queries), q_len);
+        let k = heads(rows(&self.key, x.clone()), seq_len);
+        let v = heads(rows(&self.value, x), seq_len);
+        let mask = masked.map(|m| m.expand([batch, self.num_heads, q_len, seq_len]));
         let context = attention(q, k, v, mask, None, AttentionModuleOptions::default());
-        context.swap_dims(1, 2).reshape([batch, seq_len, hidden])
+        context.swap_dims(1, 2).reshape([batch, q_len, hidden])
     }
 }
 
@@ -134,11 +141,26 @@ impl BertLayer {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, masked: Option<Tensor<4, Bool>>) -> Tensor<3> {
-        let attn = self.attention.self_attention.forward(x.clone(), masked);
+    /// The layer's output at every position, or with `first_only` at the first position only
+    /// (`[B, 1, H]`: keys and values still come from every position).
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        masked: Option<Tensor<4, Bool>>,
+        first_only: bool,
+    ) -> Tensor<3> {
+        let queries = if first_only {
+            x.clone().narrow(1, 0, 1)
+        } else {
+            x.clone()
+        };
+        let attn = self
+            .attention
+            .self_attention
+            .forward(queries.clone(), x, masked);
         let out = &self.attention.output;
-        let x = out.layer_norm.forward(out.dense.forward(attn) + x);
-        let inner = self.intermediate.dense.forward(x.clone());
+        let x = out.layer_norm.forward(rows(&out.dense, attn) + queries);
+        let inner = rows(&self.intermediate.dense, x.clone());
         let inner = match self.hidden_act {
             HiddenAct::Gelu => gelu(inner),
             HiddenAct::GeluApproximate => gelu_approximate(inner),
@@ -146,7 +168,7 @@ impl BertLayer {
         };
         self.output
             .layer_norm
-            .forward(self.output.dense.forward(inner) + x)
+            .forward(rows(&self.output.dense, inner) + x)
     }
 }
 
@@ -211,12 +233,8 @@ impl BertModel {
         attention_mask: Tensor<2, Int>,
         token_type_ids: Tensor<2, Int>,
     ) -> BertOutputs {
-        let [batch, seq_len] = input_ids.dims();
-        let masked = attention_mask.equal_elem(0).reshape([batch, 1, 1, seq_len]);
-        let mut x = self.embeddings.forward(input_ids, token_type_ids);
-        for layer in &self.encoder.layer {
-            x = layer.forward(x, Some(masked.clone()));
-        }
+        let batch = input_ids.dims()[0];
+        let x = self.encode(input_ids, attention_mask, token_type_ids, false);
         let pooler_output = self.pooler.as_ref().map(|pooler| {
             let [_, _, hidden] = x.dims();
             let first = x.clone().slice([0..batch, 0..1]).reshape([batch, hidden]);
@@ -227,6 +245,54 @@ impl BertModel {
             pooler_output,
         }
     }
+}
+
+impl BertModel {
+    /// The last hidden state of the first token (`[CLS]`) only, `[batch, hidden]`: equal to
+    /// row 0 of [`Self::forward`]'s `last_hidden_state` (same arguments), with the last layer
+    /// computed for that row alone (its keys and values still span every token), which saves
+    /// most of one layer's work.
+    pub fn first_token(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+    ) -> Tensor<2> {
+        let x = self.encode(input_ids, attention_mask, token_type_ids, true);
+        let [batch, _, hidden] = x.dims();
+        x.reshape([batch, hidden])
+    }
+
+    /// Embeddings and every layer; with `first_only` the last layer keeps row 0 only.
+    fn encode(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        first_only: bool,
+    ) -> Tensor<3> {
+        let [batch, seq_len] = input_ids.dims();
+        let masked = attention_mask.equal_elem(0).reshape([batch, 1, 1, seq_len]);
+        let mut x = self.embeddings.forward(input_ids, token_type_ids);
+        let last = self.encoder.layer.len().saturating_sub(1);
+        for (i, layer) in self.encoder.layer.iter().enumerate() {
+            x = layer.forward(x, Some(masked.clone()), first_only && i == last);
+        }
+        if first_only && self.encoder.layer.is_empty() {
+            x = x.narrow(1, 0, 1);
+        }
+        x
+    }
+}
+
+/// `linear` applied to every position of `x` `[B, L, H]` as one `[B * L, H]` product: burn
+/// treats a 3-d input as `B` separate products, each repacking the weight, which costs most
+/// when sequences are short.
+fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, len, hidden] = x.dims();
+    let y = linear.forward(x.reshape([batch * len, hidden]));
+    let out = y.dims()[1];
+    y.reshape([batch, len, out])
 }
 
 fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {

@@ -104,9 +104,18 @@ fn parity_minilm_real_weights() {
     let ids = int_tensor(&dir.join("input_ids.npy"), &dev);
     let mask = int_tensor(&dir.join("attention_mask.npy"), &dev);
     let types = ids.zeros_like();
-    let out = model.forward(ids, mask.clone(), types);
+    let out = model.forward(ids.clone(), mask.clone(), types.clone());
+    let first = model.first_token(ids, mask.clone(), types);
 
     let (shape, expected) = read_npy_f32(&dir.join("last_hidden_state.npy"));
+    let [batch, seq_len, hidden] = [shape[0], shape[1], shape[2]];
+    assert_eq!(first.dims(), [batch, hidden]);
+    let expected_first: Vec<f32> = (0..batch)
+        .flat_map(|b| expected[b * seq_len * hidden..][..hidden].to_vec())
+        .collect();
+    let diff = max_abs_diff(&to_vec(first), &expected_first);
+    assert!(diff < 1e-4, "MiniLM first_token max abs diff {diff}");
+    eprintln!("MiniLM first_token max abs diff {diff:.2e}");
     assert_eq!(out.last_hidden_state.dims().to_vec(), shape);
     let hidden = to_vec(out.last_hidden_state.clone());
     let diff = max_abs_diff(&hidden, &expected);

@@ -1,8 +1,10 @@
 //! Full-size ALIGN vision tower (align-base: EfficientNet-B7, 289x289) throughput on the
 //! default device (`BURN_DEVICE` overrides). Weights are random: speed does not depend on them.
 //!
-//! `cargo bench -p efficientnet` (add `-- --quick` for a short run). `batch_1_unfolded_bn`
-//! runs the network without BatchNorm folding, for comparison with `batch_1`.
+//! `cargo bench -p efficientnet` (add `-- --quick` for a short run). `batch_N` is the inference
+//! form that loading gives (`EfficientNet::for_inference`: on flex, the fused host path);
+//! `batch_1_burn_ops` runs the same folded network through burn's ops, and
+//! `batch_1_unfolded_bn` without BatchNorm folding, for comparison with `batch_1`.
 
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -18,6 +20,9 @@ fn bench(c: &mut Criterion) {
     let config = align_base();
     let unfolded = EfficientNet::new(&config, &device).expect("model");
     let model = EfficientNet::new(&config, &device)
+        .expect("model")
+        .for_inference();
+    let burn_ops = EfficientNet::new(&config, &device)
         .expect("model")
         .fold_batch_norms();
     let mut group = c.benchmark_group("align_base_vision_tower_289");
@@ -36,9 +41,16 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    // What BatchNorm folding buys: the same network with a BN op after every conv.
     let x = Tensor::<4>::random([1, 3, 289, 289], Distribution::Uniform(-1.0, 1.0), &device);
     group.throughput(Throughput::Elements(1));
+    // What the host path buys (on flex; elsewhere both run burn's ops).
+    group.bench_function("batch_1_burn_ops", |b| {
+        b.iter(|| {
+            let out = burn_ops.forward(x.clone()).expect("forward");
+            out.pooler_output.into_data()
+        })
+    });
+    // What BatchNorm folding buys: the same network with a BN op after every conv.
     group.bench_function("batch_1_unfolded_bn", |b| {
         b.iter(|| {
             let out = unfolded.forward(x.clone()).expect("forward");

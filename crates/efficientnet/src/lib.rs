@@ -24,6 +24,7 @@ mod error;
 mod host;
 mod load;
 mod model;
+mod nhwc;
 
 pub use config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
 pub use error::{Error, Result};

@@ -33,7 +33,8 @@ impl EfficientNet {
         Self::from_safetensors(&config, dir.join("model.safetensors"), device)
     }
 
-    /// Builds the network for `config`, loads `path` and folds the BatchNorms into the convs.
+    /// Builds the network for `config`, loads `path` and returns its inference form
+    /// ([`EfficientNet::for_inference`]: BatchNorms folded into the convs).
     pub fn from_safetensors(
         config: &EfficientNetConfig,
         path: impl AsRef<Path>,
@@ -41,7 +42,7 @@ impl EfficientNet {
     ) -> Result<Self> {
         let mut model = Self::new(config, device)?;
         model.load_safetensors(path)?;
-        Ok(model.fold_batch_norms())
+        Ok(model.for_inference())
     }
 
     /// Loads an HF checkpoint (keys with or without `vision_model.` / `efficientnet.`) into

@@ -4,11 +4,13 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, relu, sigmoid, silu};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::sync::Arc;
 
 use crate::config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
 use crate::error::{Error, Result};
 use crate::host;
+use crate::nhwc::HostNet;
 
 /// Stem: `ZeroPad2d(0, 1, 0, 1)` folded into the conv's padding, 3x3 stride-2 conv, BN, act.
 #[derive(Module, Debug)]
@@ -73,13 +75,17 @@ pub struct EfficientNet {
     pub encoder: Encoder,
     pub classifier: Option<Linear>,
     #[module(skip)]
-    activation: Activation,
+    pub(crate) activation: Activation,
     #[module(skip)]
-    pooling: PoolingType,
+    pub(crate) pooling: PoolingType,
     #[module(skip)]
     num_channels: usize,
     #[module(skip)]
     stage_ends: Vec<usize>,
+    /// The host-memory copy that runs the forward pass on flex (see [`crate::nhwc`]), made by
+    /// [`EfficientNet::for_inference`].
+    #[module(skip)]
+    host_net: Option<Arc<HostNet>>,
 }
 
 /// Output of [`EfficientNet::forward`].
@@ -283,6 +289,7 @@ impl EfficientNet {
             pooling: config.pooling_type,
             num_channels: config.num_channels,
             stage_ends: config.stage_ends(),
+            host_net: None,
         })
     }
 
@@ -297,6 +304,7 @@ impl EfficientNet {
             pooling,
             num_channels,
             stage_ends,
+            host_net: _,
         } = self;
         let (convolution, batchnorm) = fold(embeddings.convolution, embeddings.batchnorm);
         let blocks = encoder
@@ -353,7 +361,27 @@ impl EfficientNet {
             pooling,
             num_channels,
             stage_ends,
+            host_net: None,
         }
+    }
+
+    /// The inference form: [`Self::fold_batch_norms`], then, on the flex device, a copy of the
+    /// weights in host memory that runs [`Self::forward`] as fused channels-last steps
+    /// (see the `nhwc` module; a SiLU network with f32 weights, as ALIGN's). Call it once, after
+    /// the weights are loaded: the host copy does not follow later changes to the module's
+    /// parameters (use the value `fold_batch_norms` returns for that).
+    pub fn for_inference(self) -> Self {
+        let mut net = self.fold_batch_norms();
+        let device = net.embeddings.convolution.weight.val().device();
+        if host::is_host_device(&device) {
+            net.host_net = HostNet::new(&net).map(Arc::new);
+        }
+        net
+    }
+
+    /// Whether [`Self::forward`] runs in host memory (see [`Self::for_inference`]).
+    pub fn runs_on_host(&self) -> bool {
+        self.host_net.is_some()
     }
 
     /// Whether any BatchNorm is left (false after [`Self::fold_batch_norms`]).
@@ -379,6 +407,11 @@ impl EfficientNet {
 
     fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<DetailedOutput> {
         self.check_input(pixel_values.dims())?;
+        if let Some(net) = &self.host_net
+            && host::is_host_device(&pixel_values.device())
+        {
+            return Ok(self.run_on_host(net, pixel_values, keep));
+        }
         let act = Act {
             kind: self.activation,
             host: host::is_host_device(&pixel_values.device()),
@@ -417,6 +450,48 @@ impl EfficientNet {
                 logits,
             },
         })
+    }
+
+    /// [`Self::run`] through the host copy, one image at a time.
+    fn run_on_host(&self, net: &HostNet, pixel_values: Tensor<4>, keep: bool) -> DetailedOutput {
+        let device = pixel_values.device();
+        let [batch, channels, height, width] = pixel_values.dims();
+        let pixels: Vec<f32> = pixel_values
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap_or_default();
+        let mut embeddings = Vec::new();
+        let mut stages: Vec<Vec<Tensor<4>>> = Vec::new();
+        let mut last = Vec::with_capacity(batch);
+        let mut pooled = Vec::new();
+        for image in pixels.chunks_exact(channels * height * width) {
+            let out = net.run(image, [height, width], &self.stage_ends, keep, &device);
+            embeddings.extend(out.embeddings);
+            stages.resize_with(out.stages.len(), Vec::new);
+            for (all, stage) in stages.iter_mut().zip(out.stages) {
+                all.push(stage);
+            }
+            last.push(out.last_hidden_state);
+            pooled.extend(out.pooled);
+        }
+        let dim = pooled.len() / batch;
+        let pooled = Tensor::<2>::from_data(TensorData::new(pooled, [batch, dim]), &device);
+        let logits = self.classifier.as_ref().map(|c| c.forward(pooled.clone()));
+        let last_hidden_state = Tensor::cat(last, 0);
+        DetailedOutput {
+            embeddings: if keep {
+                Tensor::cat(embeddings, 0)
+            } else {
+                last_hidden_state.clone()
+            },
+            stages: stages.into_iter().map(|s| Tensor::cat(s, 0)).collect(),
+            output: Output {
+                last_hidden_state,
+                pooler_output: pooled,
+                logits,
+            },
+        }
     }
 
     /// Rejects inputs the reference cannot run: wrong channel count, empty dimensions, or a

@@ -27,6 +27,9 @@ fn align_base_random_photos() {
     assert_eq!(config.blocks().len(), 55);
     let model = EfficientNet::from_pretrained_dir(&dir, &device).expect("load");
     assert!(!model.has_batch_norms());
+    if let Ok(name) = std::env::var("BURN_DEVICE") {
+        assert_eq!(model.runs_on_host(), name == "flex", "device {name}");
+    }
 
     let mut worst_pooled = 0.0f32;
     let mut worst_stages = vec![0.0f32; config.in_channels.len()];
