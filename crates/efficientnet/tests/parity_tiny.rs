@@ -80,7 +80,7 @@ fn check(case: &str, fold: bool) {
     // Deterministic: a second pass gives the same bits (the converter's check relies on it).
     let again = model.forward(x).expect("forward").pooler_output;
     assert_eq!(
-        again.into_data().to_vec::<f32>().unwrap(),
+        again.into_data().try_to_vec::<f32>().unwrap(),
         out.output
             .pooler_output
             .clone()
