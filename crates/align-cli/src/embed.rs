@@ -39,6 +39,8 @@ pub struct TextsArgs {
 pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let start = Instant::now();
     let align = Align::from_dir(args.model.resolve()?, device)?;
+    // The vision tower's host copy (flex) is part of loading, not of the first image.
+    align.model.vision_model.prepare();
     let loaded = Instant::now();
     let mut rows = Vec::new();
     let mut dim = 0;

@@ -5,7 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, relu, sigmoid, silu};
 use burn::tensor::{Device, Tensor, TensorData};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
 use crate::error::{Error, Result};
@@ -82,10 +82,11 @@ pub struct EfficientNet {
     num_channels: usize,
     #[module(skip)]
     stage_ends: Vec<usize>,
-    /// The host-memory copy that runs the forward pass on flex (see [`crate::nhwc`]), made by
-    /// [`EfficientNet::for_inference`].
+    /// The host-memory copy that runs the forward pass on flex (see [`crate::nhwc`]): `Some`
+    /// after [`EfficientNet::for_inference`] on flex, filled by [`EfficientNet::prepare`] or
+    /// the first forward pass (with `None` when the network is not one that path runs).
     #[module(skip)]
-    host_net: Option<Arc<HostNet>>,
+    host_net: Option<Arc<OnceLock<Option<HostNet>>>>,
 }
 
 /// Output of [`EfficientNet::forward`].
@@ -365,23 +366,37 @@ impl EfficientNet {
         }
     }
 
-    /// The inference form: [`Self::fold_batch_norms`], then, on the flex device, a copy of the
-    /// weights in host memory that runs [`Self::forward`] as fused channels-last steps
-    /// (see the `nhwc` module; a SiLU network with f32 weights, as ALIGN's). Call it once, after
-    /// the weights are loaded: the host copy does not follow later changes to the module's
-    /// parameters (use the value `fold_batch_norms` returns for that).
+    /// The inference form: [`Self::fold_batch_norms`] and, on the flex device, the fused
+    /// channels-last forward pass in host memory (see the `nhwc` module; a SiLU network with
+    /// f32 weights, as ALIGN's), which runs on a copy of the folded weights made by
+    /// [`Self::prepare`] or else by the first forward pass. Call it once the weights are
+    /// loaded: that copy does not follow later changes to the module's parameters.
     pub fn for_inference(self) -> Self {
         let mut net = self.fold_batch_norms();
         let device = net.embeddings.convolution.weight.val().device();
         if host::is_host_device(&device) {
-            net.host_net = HostNet::new(&net).map(Arc::new);
+            net.host_net = Some(Arc::new(OnceLock::new()));
         }
         net
     }
 
-    /// Whether [`Self::forward`] runs in host memory (see [`Self::for_inference`]).
+    /// Makes the host-memory copy of [`Self::for_inference`] now (0.1-0.4 s for align-base,
+    /// once) rather than in the first forward pass; nothing to do elsewhere.
+    pub fn prepare(&self) {
+        self.host_net();
+    }
+
+    fn host_net(&self) -> Option<&HostNet> {
+        self.host_net
+            .as_ref()?
+            .get_or_init(|| HostNet::new(self))
+            .as_ref()
+    }
+
+    /// Whether [`Self::forward`] on the model's device runs in host memory (see
+    /// [`Self::for_inference`]); makes the host copy if it is not made yet.
     pub fn runs_on_host(&self) -> bool {
-        self.host_net.is_some()
+        self.host_net().is_some()
     }
 
     /// Whether any BatchNorm is left (false after [`Self::fold_batch_norms`]).
@@ -407,8 +422,8 @@ impl EfficientNet {
 
     fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<DetailedOutput> {
         self.check_input(pixel_values.dims())?;
-        if let Some(net) = &self.host_net
-            && host::is_host_device(&pixel_values.device())
+        if host::is_host_device(&pixel_values.device())
+            && let Some(net) = self.host_net()
         {
             return Ok(self.run_on_host(net, pixel_values, keep));
         }

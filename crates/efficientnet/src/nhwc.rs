@@ -4,7 +4,7 @@
 //! call, then bias, SiLU, the squeeze-excite scaling and the residual add are separate passes
 //! over memory, and the depthwise convolutions walk NCHW planes with a padded copy of their
 //! input. [`HostNet`] holds the folded weights as plain `f32` arrays (copied once, when
-//! [`EfficientNet::for_inference`](crate::EfficientNet::for_inference) is called) and runs an
+//! [`EfficientNet::prepare`](crate::EfficientNet::prepare) or the first forward pass runs) and runs an
 //! image as a sequence of fused steps on NHWC buffers that are reused from one call to the
 //! next:
 //!

@@ -85,7 +85,7 @@ fn check(case: &str, fold: bool) {
             .pooler_output
             .clone()
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap(),
         "{case}: two passes differ"
     );
