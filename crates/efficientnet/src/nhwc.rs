@@ -143,19 +143,29 @@ fn padding(conv: &Conv2d) -> [usize; 4] {
     }
 }
 
-/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, in cache-sized tiles.
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, in cache-sized tiles,
+/// tiles of output rows in parallel.
 fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 32;
     let mut t = vec![0.0; w.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    t[c * rows + r] = w[r * cols + c];
+    if rows == 0 {
+        return t;
+    }
+    t.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(tile, out)| {
+            let c0 = tile * TILE;
+            for r0 in (0..rows).step_by(TILE) {
+                let r1 = (r0 + TILE).min(rows);
+                for (dc, dst) in out.chunks_exact_mut(rows).enumerate() {
+                    let c = c0 + dc;
+                    let src = w[r0 * cols + c..].iter().step_by(cols);
+                    for (d, s) in dst[r0..r1].iter_mut().zip(src) {
+                        *d = *s;
+                    }
                 }
             }
-        }
-    }
+        });
     t
 }
 
