@@ -79,6 +79,8 @@ fn report(
 pub fn texts(args: &TextsArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let start = Instant::now();
     let align = Align::from_dir(args.model.resolve()?, device)?;
+    // Weights are read on first use: part of loading, not of the first batch.
+    align.prepare_text()?;
     let loaded = Instant::now();
     let embeds = align.embed_texts_batched(&args.texts, args.batch_size as usize)?;
     let [n, dim] = embeds.dims();

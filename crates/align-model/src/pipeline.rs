@@ -124,6 +124,13 @@ impl Align {
         self.image_embeds(self.images.preprocess_images(images)?)
     }
 
+    /// Runs the text tower once on an empty text, so that weights read lazily from the
+    /// checkpoint (`model.bpk` tensors are read on first use) and first-use allocations are
+    /// paid now rather than by the first real batch. The CLI does it as part of loading.
+    pub fn prepare_text(&self) -> Result<()> {
+        self.embed_texts(&[""]).map(drop)
+    }
+
     /// L2-normalised text embeddings `[N, dim]`, all texts in one forward pass.
     pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor<2>> {
         let input = self.tokenize_trimmed(texts)?;
