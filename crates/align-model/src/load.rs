@@ -27,7 +27,8 @@ pub enum WeightsFormat {
     Safetensors,
     /// `pytorch_model.bin` (a torch zip pickle; older hub repositories).
     PytorchBin,
-    /// `model.bpk`, written by `convert-weights` (burn's own layout, memory-mapped).
+    /// `model.bpk`, written by `convert-weights` (burn's own layout; tensors are read from the
+    /// file on first use).
     Burnpack,
 }
 

@@ -366,18 +366,23 @@ impl EfficientNet {
         }
     }
 
-    /// The inference form: [`Self::fold_batch_norms`] and, on the flex device, the fused
-    /// channels-last forward pass in host memory (see the `nhwc` module; a SiLU network with
-    /// f32 weights, as ALIGN's), which runs on a copy of the folded weights made by
-    /// [`Self::prepare`] or else by the first forward pass. Call it once the weights are
-    /// loaded: that copy does not follow later changes to the module's parameters.
+    /// The inference form. On the flex device: the fused channels-last forward pass in host
+    /// memory (see the `nhwc` module; a SiLU network with f32 weights, as ALIGN's), which runs
+    /// on a copy of the weights with the BatchNorms folded in, made by [`Self::prepare`] or
+    /// else by the first forward pass (the module itself is left as loaded, so a text-only use
+    /// of a checkpoint never reads the vision weights). Elsewhere:
+    /// [`Self::fold_batch_norms`]. Call it once the weights are loaded: the host copy does not
+    /// follow later changes to the module's parameters.
     pub fn for_inference(self) -> Self {
-        let mut net = self.fold_batch_norms();
-        let device = net.embeddings.convolution.weight.val().device();
-        if host::is_host_device(&device) {
-            net.host_net = Some(Arc::new(OnceLock::new()));
+        let device = self.embeddings.convolution.weight.val().device();
+        if host::is_host_device(&device) && self.activation == Activation::Silu {
+            Self {
+                host_net: Some(Arc::new(OnceLock::new())),
+                ..self
+            }
+        } else {
+            self.fold_batch_norms()
         }
-        net
     }
 
     /// Makes the host-memory copy of [`Self::for_inference`] now (0.1-0.4 s for align-base,
@@ -399,7 +404,8 @@ impl EfficientNet {
         self.host_net().is_some()
     }
 
-    /// Whether any BatchNorm is left (false after [`Self::fold_batch_norms`]).
+    /// Whether any BatchNorm is left in the module (false after [`Self::fold_batch_norms`]; a
+    /// module that [`Self::runs_on_host`] keeps them and folds them into its host copy).
     pub fn has_batch_norms(&self) -> bool {
         self.embeddings.batchnorm.is_some()
             || self.encoder.top_bn.is_some()

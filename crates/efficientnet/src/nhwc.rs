@@ -22,8 +22,8 @@
 use std::sync::Mutex;
 
 use burn::module::Param;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -136,6 +136,33 @@ fn weights(param: &Param<Tensor<4>>) -> Option<(Vec<f32>, [usize; 4])> {
     Some((t.into_data().try_into_vec::<f32>().ok()?, dims))
 }
 
+/// A conv's weight `[out, in, kh, kw]` (with its dims) and bias, with `bn` folded in as
+/// [`EfficientNet::fold_batch_norms`] does: `w * g / sqrt(var + eps)`,
+/// `beta + (b - mean) * g / sqrt(var + eps)`.
+fn folded(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<(Vec<f32>, [usize; 4], Vec<f32>)> {
+    let (mut w, dims) = weights(&conv.weight)?;
+    let out = dims[0];
+    let mut bias = match &conv.bias {
+        Some(b) => values(b)?,
+        None => vec![0.0; out],
+    };
+    if let Some(bn) = bn {
+        let state = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().ok();
+        let gamma = values(&bn.gamma)?;
+        let beta = values(&bn.beta)?;
+        let mean = state(bn.running_mean.value())?;
+        let var = state(bn.running_var.value())?;
+        let eps = bn.epsilon as f32;
+        let per = w.len() / out.max(1);
+        for (o, (row, b)) in w.chunks_exact_mut(per).zip(bias.iter_mut()).enumerate() {
+            let scale = gamma[o] / (var[o] + eps).sqrt();
+            row.iter_mut().for_each(|v| *v *= scale);
+            *b = beta[o] + (*b - mean[o]) * scale;
+        }
+    }
+    Some((w, dims, bias))
+}
+
 fn padding(conv: &Conv2d) -> [usize; 4] {
     match conv.padding {
         PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r],
@@ -169,36 +196,40 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-fn pointwise(conv: &Conv2d) -> Option<Pointwise> {
-    let (w, [n, k, kh, kw]) = weights(&conv.weight)?;
+fn pointwise(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<Pointwise> {
     if conv.groups != 1 || conv.stride != [1, 1] || padding(conv) != [0; 4] {
         return None;
     }
+    let (w, [n, k, kh, kw], bias) = folded(conv, bn)?;
     Some(Pointwise {
         weight: transpose(&w, n, k * kh * kw),
-        bias: values(conv.bias.as_ref()?)?,
+        bias,
         k: k * kh * kw,
         n,
     })
 }
 
 impl HostNet {
-    /// Copies the weights of a folded, SiLU network; `None` when the network is not one this
-    /// path runs (unfolded BatchNorms, other activations, non-f32 weights, unusual convs).
+    /// Copies the weights of a SiLU network, folding the BatchNorms that are still there;
+    /// `None` when the network is not one this path runs (other activations, non-f32
+    /// weights, unusual convs).
     pub(crate) fn new(net: &EfficientNet) -> Option<Self> {
-        if net.has_batch_norms() || net.activation != crate::Activation::Silu {
+        if net.activation != crate::Activation::Silu {
             return None;
         }
         let conv = &net.embeddings.convolution;
-        let (w, dims) = weights(&conv.weight)?;
+        if conv.stride[0] != conv.stride[1] || conv.groups != 1 {
+            return None;
+        }
+        let (w, dims, bias) = folded(conv, &net.embeddings.batchnorm)?;
         let [n, in_channels, kernel, kw] = dims;
-        if kernel != kw || conv.stride[0] != conv.stride[1] || conv.groups != 1 {
+        if kernel != kw {
             return None;
         }
         let stem = Stem {
             conv: Pointwise {
                 weight: transpose(&w, n, in_channels * kernel * kernel),
-                bias: values(conv.bias.as_ref()?)?,
+                bias,
                 k: in_channels * kernel * kernel,
                 n,
             },
@@ -214,7 +245,7 @@ impl HostNet {
             .map(HostBlock::new)
             .collect::<Option<Vec<_>>>()?;
         let top = match &net.encoder.top_conv {
-            Some(c) => Some(pointwise(c)?),
+            Some(c) => Some(pointwise(c, &net.encoder.top_bn)?),
             None => None,
         };
         Some(Self {
@@ -346,7 +377,7 @@ impl HostNet {
 impl HostBlock {
     fn new(b: &Block) -> Option<Self> {
         let dw = &b.depthwise_conv.depthwise_conv;
-        let (w, [c, one, kernel, kw]) = weights(&dw.weight)?;
+        let (w, [c, one, kernel, kw], dw_bias) = folded(dw, &b.depthwise_conv.depthwise_norm)?;
         if one != 1 || kernel != kw || dw.groups != c || dw.stride[0] != dw.stride[1] {
             return None;
         }
@@ -361,12 +392,12 @@ impl HostBlock {
         let (expand, _) = weights(&se.expand.weight)?;
         Some(Self {
             expansion: match &b.expansion {
-                Some(e) => Some(pointwise(&e.expand_conv)?),
+                Some(e) => Some(pointwise(&e.expand_conv, &e.expand_bn)?),
                 None => None,
             },
             depthwise: Depthwise {
                 weight: taps,
-                bias: values(dw.bias.as_ref()?)?,
+                bias: dw_bias,
                 channels: c,
                 kernel,
                 stride: dw.stride[0],
@@ -379,7 +410,7 @@ impl HostBlock {
                 expand_bias: values(se.expand.bias.as_ref()?)?,
                 se: se_dim,
             },
-            projection: pointwise(&b.projection.project_conv)?,
+            projection: pointwise(&b.projection.project_conv, &b.projection.project_bn)?,
             residual: b.residual,
         })
     }
