@@ -43,33 +43,44 @@ pub fn map_in_place<const D: usize>(
     }
 }
 
-/// In-place SiLU of a slice, with AVX2+FMA code where the CPU has it.
-pub fn silu_inplace(values: &mut [f32]) {
+/// An element-wise activation, written once for both code paths (`FMA`: fused multiply-adds).
+trait Activation {
+    fn apply<const FMA: bool>(x: f32) -> f32;
+}
+
+/// Applies `A` to every value, with code compiled for AVX2+FMA where the CPU has them.
+fn run<A: Activation>(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { silu_avx2(values) };
+        unsafe { run_avx2::<A>(values) };
         return;
     }
-    silu_portable(values);
+    run_portable::<A>(values);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_avx2(values: &mut [f32]) {
-    silu_generic::<true>(values);
+unsafe fn run_avx2<A: Activation>(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = A::apply::<true>(*v));
 }
 
-fn silu_portable(values: &mut [f32]) {
-    silu_generic::<false>(values);
+fn run_portable<A: Activation>(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = A::apply::<false>(*v));
 }
 
-#[inline(always)]
-fn silu_generic<const FMA: bool>(values: &mut [f32]) {
-    for v in values.iter_mut() {
-        let x = *v;
-        *v = x / (1.0 + exp::<FMA>(-x));
+struct Silu;
+
+impl Activation for Silu {
+    #[inline(always)]
+    fn apply<const FMA: bool>(x: f32) -> f32 {
+        x / (1.0 + exp::<FMA>(-x))
     }
+}
+
+/// In-place SiLU, `x * sigmoid(x)`, of a slice (vectorised; AVX2+FMA where available).
+pub fn silu_inplace(values: &mut [f32]) {
+    run::<Silu>(values);
 }
 
 /// `a * b + c`, fused when `FMA` (only where the CPU has the instruction: elsewhere
@@ -118,35 +129,20 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// In-place exact GELU, `x / 2 * (1 + erf(x / sqrt 2))`, of a slice, with AVX2+FMA code where
-/// the CPU has it. `erf` is Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7) on the
+struct Gelu;
+
+impl Activation for Gelu {
+    #[inline(always)]
+    fn apply<const FMA: bool>(x: f32) -> f32 {
+        0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
+    }
+}
+
+/// In-place exact GELU, `x / 2 * (1 + erf(x / sqrt 2))`, of a slice (vectorised; AVX2+FMA
+/// where available). `erf` is Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7) on the
 /// `exp` above: the formula PyTorch's vectorised CPU `erf` uses.
 pub fn gelu_inplace(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { gelu_avx2(values) };
-        return;
-    }
-    gelu_portable(values);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(values: &mut [f32]) {
-    gelu_generic::<true>(values);
-}
-
-fn gelu_portable(values: &mut [f32]) {
-    gelu_generic::<false>(values);
-}
-
-#[inline(always)]
-fn gelu_generic<const FMA: bool>(values: &mut [f32]) {
-    for v in values.iter_mut() {
-        let x = *v;
-        *v = 0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2));
-    }
+    run::<Gelu>(values);
 }
 
 /// Abramowitz & Stegun 7.1.26: `1 - t * P(t) * e^(-x^2)`, `t = 1 / (1 + p |x|)`, sign restored.
@@ -199,7 +195,7 @@ mod tests {
             .map(|i| i as f32 * 0.001)
             .chain([-1e30, -200.0, -10.0, 10.0, 200.0, 1e30, 0.0, -0.0])
             .collect();
-        for gelu in [gelu_inplace as fn(&mut [f32]), gelu_portable] {
+        for gelu in [gelu_inplace as fn(&mut [f32]), run_portable::<Gelu>] {
             let mut got = xs.clone();
             gelu(&mut got);
             for (&x, &y) in xs.iter().zip(&got) {
@@ -249,7 +245,7 @@ mod tests {
             .map(|i| i as f32 * 0.01)
             .chain([-1e30, -200.0, -88.5, 88.5, 200.0, 1e30, 0.0, -0.0])
             .collect();
-        for silu in [silu_inplace as fn(&mut [f32]), silu_portable] {
+        for silu in [silu_inplace as fn(&mut [f32]), run_portable::<Silu>] {
             check_silu(&xs, silu);
         }
     }
