@@ -43,7 +43,8 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     bar.inc(1);
     bar.finish_with_message("done");
     eprintln!(
-        "converted {} ({:?}) -> {}: loading took {:.2} s from the source, {:.2} s from model.bpk; \
+        "converted {} ({:?}) -> {}: loading took {:.2} s from the source, opening model.bpk {:.2} s \
+         (its tensors are read on first use); \
          verified (max abs difference {}); copied {}",
         input.display(),
         report.source_format,

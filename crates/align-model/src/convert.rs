@@ -30,7 +30,8 @@ pub struct ConvertReport {
     pub source_format: WeightsFormat,
     /// Seconds to load the source checkpoint.
     pub source_load_s: f64,
-    /// Seconds to load the converted `model.bpk`.
+    /// Seconds to open the converted `model.bpk` (`AlignModel::load`; its tensors are read
+    /// from the file on first use, not counted here).
     pub converted_load_s: f64,
     /// Largest absolute difference between the source and the converted model on the
     /// verification inputs (image features, text features): 0 when the conversion is exact.

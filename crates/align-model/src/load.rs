@@ -103,8 +103,9 @@ impl AlignModel {
         Ok(model.prepare_for_inference())
     }
 
-    /// The vision tower's inference form ([`efficientnet::EfficientNet::for_inference`]): its
-    /// BatchNorms folded into the convolutions and, on flex, the fused host-memory path.
+    /// The vision tower's inference form ([`efficientnet::EfficientNet::for_inference`]): on
+    /// flex the fused host-memory path (BatchNorms folded into its copy of the weights),
+    /// elsewhere the BatchNorms folded into the convolutions.
     pub fn prepare_for_inference(self) -> Self {
         Self {
             vision_model: self.vision_model.for_inference(),

@@ -100,6 +100,13 @@ pub struct Output {
     pub logits: Option<Tensor<2>>,
 }
 
+/// What [`EfficientNet::run`] gives: the output and, when asked, the intermediates.
+struct Run {
+    embeddings: Option<Tensor<4>>,
+    stages: Vec<Tensor<4>>,
+    output: Output,
+}
+
 /// Output of [`EfficientNet::forward_with_intermediates`].
 #[derive(Debug, Clone)]
 pub struct DetailedOutput {
@@ -423,10 +430,16 @@ impl EfficientNet {
 
     /// Like [`Self::forward`], also returning the stem output and every stage's output.
     pub fn forward_with_intermediates(&self, pixel_values: Tensor<4>) -> Result<DetailedOutput> {
-        self.run(pixel_values, true)
+        let run = self.run(pixel_values, true)?;
+        Ok(DetailedOutput {
+            embeddings: run.embeddings.expect("kept when asked"),
+            stages: run.stages,
+            output: run.output,
+        })
     }
 
-    fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<DetailedOutput> {
+    /// The forward pass; with `keep`, also the stem's and every stage's output.
+    fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<Run> {
         self.check_input(pixel_values.dims())?;
         if host::is_host_device(&pixel_values.device())
             && let Some(net) = self.host_net()
@@ -439,7 +452,7 @@ impl EfficientNet {
         };
         let e = &self.embeddings;
         let mut h = act.apply(conv_bn(&e.convolution, &e.batchnorm, pixel_values));
-        let embeddings = h.clone();
+        let embeddings = keep.then(|| h.clone());
         let mut stages = Vec::new();
         let mut next_end = self.stage_ends.iter().peekable();
         for (i, block) in self.encoder.blocks.iter().enumerate() {
@@ -462,7 +475,7 @@ impl EfficientNet {
         }
         .reshape([batch, channels]);
         let logits = self.classifier.as_ref().map(|c| c.forward(pooled.clone()));
-        Ok(DetailedOutput {
+        Ok(Run {
             embeddings,
             stages,
             output: Output {
@@ -474,14 +487,14 @@ impl EfficientNet {
     }
 
     /// [`Self::run`] through the host copy, one image at a time.
-    fn run_on_host(&self, net: &HostNet, pixel_values: Tensor<4>, keep: bool) -> DetailedOutput {
+    fn run_on_host(&self, net: &HostNet, pixel_values: Tensor<4>, keep: bool) -> Run {
         let device = pixel_values.device();
         let [batch, channels, height, width] = pixel_values.dims();
         let pixels: Vec<f32> = pixel_values
             .into_data()
             .convert::<f32>()
             .try_into_vec()
-            .unwrap_or_default();
+            .expect("data converted to f32 reads as f32");
         let mut embeddings = Vec::new();
         let mut stages: Vec<Vec<Tensor<4>>> = Vec::new();
         let mut last = Vec::with_capacity(batch);
@@ -500,12 +513,8 @@ impl EfficientNet {
         let pooled = Tensor::<2>::from_data(TensorData::new(pooled, [batch, dim]), &device);
         let logits = self.classifier.as_ref().map(|c| c.forward(pooled.clone()));
         let last_hidden_state = Tensor::cat(last, 0);
-        DetailedOutput {
-            embeddings: if keep {
-                Tensor::cat(embeddings, 0)
-            } else {
-                last_hidden_state.clone()
-            },
+        Run {
+            embeddings: keep.then(|| Tensor::cat(embeddings, 0)),
             stages: stages.into_iter().map(|s| Tensor::cat(s, 0)).collect(),
             output: Output {
                 last_hidden_state,
