@@ -5,16 +5,18 @@
 //! over memory, and the depthwise convolutions walk NCHW planes with a padded copy of their
 //! input. [`HostNet`] holds the weights, BatchNorms folded in, as plain `f32` arrays (made
 //! once, by [`EfficientNet::prepare`](crate::EfficientNet::prepare) or the first forward
-//! pass) and runs an image as a sequence of fused steps on NHWC buffers that are reused from
-//! one call to the next:
+//! pass; 1x1 weights packed for [`host_ops::gemm`]) and runs an image as a sequence of fused
+//! steps on NHWC buffers that are reused from one call to the next:
 //!
-//! * stem: im2col (the fixed `(0, 1, 0, 1)` padding read as zeros) + `gemm` + bias + SiLU;
-//! * expansion: `gemm` on `[H*W, C]` rows + bias + SiLU, tile by tile while the tile is in cache;
-//! * depthwise: direct NHWC convolution, vectorised over channels, padding read as zeros,
-//!   + bias + SiLU, summing each channel for squeeze-excite on the way;
-//! * squeeze-excite: the two small matrix-vector products; its per-channel scale is folded
+//! * stem: im2col (the fixed `(0, 1, 0, 1)` padding read as zeros) + product with bias and
+//!   SiLU applied in registers;
+//! * expansion: product on `[H*W, C]` rows, bias + SiLU in registers;
+//! * depthwise: direct NHWC convolution, pixel by pixel with a block of channels in
+//!   registers (AVX2 where the CPU has it), padding read as zeros, + bias + SiLU, summing
+//!   each channel for squeeze-excite on the way;
+//! * squeeze-excite: the two small products (packed too); its per-channel scale is folded
 //!   into the projection weights (or applied to the activations, whichever is less work);
-//! * projection: `gemm` + bias + residual add, tile by tile.
+//! * projection: product + bias + residual add in registers.
 //!
 //! The arithmetic is the reference's up to the order of float additions: the parity tests run
 //! this path on flex (`parity_tiny`, `align_base_random`).
@@ -25,6 +27,7 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
+use host_ops::gemm::{Epilogue, Packed, gemm};
 use rayon::prelude::*;
 
 use crate::config::PoolingType;
@@ -34,12 +37,9 @@ use crate::model::{Block, EfficientNet};
 /// A 1x1 convolution (or an im2col'd one): `out[M, n] = in[M, k] · weight + bias`.
 #[derive(Debug)]
 struct Pointwise {
-    /// `[k, n]`: the transpose of burn's `[out, in, 1, 1]` (with burn's layout, `gemm` spent
-    /// 40 % longer packing: measured).
-    weight: Vec<f32>,
+    /// Packed once for [`gemm`].
+    weight: Packed,
     bias: Vec<f32>,
-    k: usize,
-    n: usize,
 }
 
 #[derive(Debug)]
@@ -56,13 +56,10 @@ struct Depthwise {
 
 #[derive(Debug)]
 struct SqueezeExcite {
-    /// `[se, channels]`
-    reduce: Vec<f32>,
-    reduce_bias: Vec<f32>,
-    /// `[channels, se]`
-    expand: Vec<f32>,
-    expand_bias: Vec<f32>,
-    se: usize,
+    /// `channels -> se`, with its bias, then SiLU
+    reduce: Pointwise,
+    /// `se -> channels`, with its bias, then sigmoid
+    expand: Pointwise,
 }
 
 #[derive(Debug)]
@@ -170,42 +167,14 @@ fn padding(conv: &Conv2d) -> [usize; 4] {
     }
 }
 
-/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, in cache-sized tiles,
-/// tiles of output rows in parallel.
-fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut t = vec![0.0; w.len()];
-    if rows == 0 {
-        return t;
-    }
-    t.par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(tile, out)| {
-            let c0 = tile * TILE;
-            for r0 in (0..rows).step_by(TILE) {
-                let r1 = (r0 + TILE).min(rows);
-                for (dc, dst) in out.chunks_exact_mut(rows).enumerate() {
-                    let c = c0 + dc;
-                    let src = w[r0 * cols + c..].iter().step_by(cols);
-                    for (d, s) in dst[r0..r1].iter_mut().zip(src) {
-                        *d = *s;
-                    }
-                }
-            }
-        });
-    t
-}
-
 fn pointwise(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<Pointwise> {
     if conv.groups != 1 || conv.stride != [1, 1] || padding(conv) != [0; 4] {
         return None;
     }
     let (w, [n, k, kh, kw], bias) = folded(conv, bn)?;
     Some(Pointwise {
-        weight: transpose(&w, n, k * kh * kw),
+        weight: Packed::from_out_in(&w, n, k * kh * kw),
         bias,
-        k: k * kh * kw,
-        n,
     })
 }
 
@@ -228,10 +197,8 @@ impl HostNet {
         }
         let stem = Stem {
             conv: Pointwise {
-                weight: transpose(&w, n, in_channels * kernel * kernel),
+                weight: Packed::from_out_in(&w, n, in_channels * kernel * kernel),
                 bias,
-                k: in_channels * kernel * kernel,
-                n,
             },
             in_channels,
             kernel,
@@ -300,10 +267,10 @@ impl HostNet {
             }
         }
         if let Some(top) = &self.top {
-            let mut out = self.take(x.height * x.width * top.n);
-            top.apply(&x.data, &mut out, Epilogue::Silu);
+            let mut out = self.take(x.height * x.width * top.weight.n());
+            top.apply(&x.data, &mut out, true, None);
             self.give(std::mem::replace(&mut x.data, out));
-            x.channels = top.n;
+            x.channels = top.weight.n();
         }
         let c = x.channels;
         let pixels = (x.height * x.width) as f32;
@@ -339,7 +306,7 @@ impl HostNet {
         let k = s.kernel;
         let ho = (height + pt + pb - k) / s.stride + 1;
         let wo = (width + pl + pr - k) / s.stride + 1;
-        let cols = s.conv.k;
+        let cols = s.conv.weight.k();
         let mut patches = self.take(ho * wo * cols);
         patches
             .par_chunks_mut(wo * cols)
@@ -362,14 +329,14 @@ impl HostNet {
                     }
                 }
             });
-        let mut out = self.take(ho * wo * s.conv.n);
-        s.conv.apply(&patches, &mut out, Epilogue::Silu);
+        let mut out = self.take(ho * wo * s.conv.weight.n());
+        s.conv.apply(&patches, &mut out, true, None);
         self.give(patches);
         Map {
             data: out,
             height: ho,
             width: wo,
-            channels: s.conv.n,
+            channels: s.conv.weight.n(),
         }
     }
 }
@@ -388,8 +355,13 @@ impl HostBlock {
             }
         }
         let se = &b.squeeze_excite;
-        let (reduce, [se_dim, ..]) = weights(&se.reduce.weight)?;
-        let (expand, _) = weights(&se.expand.weight)?;
+        let linear = |conv: &Conv2d| {
+            let (w, [n, k, ..]) = weights(&conv.weight)?;
+            Some(Pointwise {
+                weight: Packed::from_out_in(&w, n, k),
+                bias: values(conv.bias.as_ref()?)?,
+            })
+        };
         Some(Self {
             expansion: match &b.expansion {
                 Some(e) => Some(pointwise(&e.expand_conv, &e.expand_bn)?),
@@ -404,11 +376,8 @@ impl HostBlock {
                 padding: padding(dw),
             },
             squeeze_excite: SqueezeExcite {
-                reduce,
-                reduce_bias: values(se.reduce.bias.as_ref()?)?,
-                expand,
-                expand_bias: values(se.expand.bias.as_ref()?)?,
-                se: se_dim,
+                reduce: linear(&se.reduce)?,
+                expand: linear(&se.expand)?,
             },
             projection: pointwise(&b.projection.project_conv, &b.projection.project_bn)?,
             residual: b.residual,
@@ -418,8 +387,8 @@ impl HostBlock {
     fn forward(&self, net: &HostNet, x: Map) -> Map {
         let pixels = x.height * x.width;
         let expanded = self.expansion.as_ref().map(|e| {
-            let mut out = net.take(pixels * e.n);
-            e.apply(&x.data, &mut out, Epilogue::Silu);
+            let mut out = net.take(pixels * e.weight.n());
+            e.apply(&x.data, &mut out, true, None);
             out
         });
         let input = expanded.as_deref().unwrap_or(&x.data);
@@ -434,30 +403,23 @@ impl HostBlock {
         let scale = self.squeeze_excite.scale(&sums, (ho * wo) as f32);
 
         let p = &self.projection;
-        let mut out = net.take(ho * wo * p.n);
+        let (k, n) = (p.weight.k(), p.weight.n());
+        let mut out = net.take(ho * wo * n);
         let residual = self.residual.then_some(&x.data[..]);
-        if ho * wo >= p.n {
+        if ho * wo >= n {
             // Scaling the projection's rows costs C * n; the activations, H * W * C.
-            let mut weight = net.take(p.k * p.n);
-            weight
-                .par_chunks_mut(p.n)
-                .zip(p.weight.par_chunks(p.n))
-                .zip(scale.par_iter())
-                .for_each(|((dst, src), &s)| {
-                    dst.iter_mut().zip(src).for_each(|(d, &w)| *d = w * s)
-                });
-            let scaled = Pointwise {
-                weight,
-                bias: Vec::new(),
-                k: p.k,
-                n: p.n,
+            let scaled = p.weight.scale_rows_into(&scale, net.take(p.weight.storage_len()));
+            let epilogue = Epilogue {
+                bias: Some(&p.bias),
+                residual,
+                silu: false,
             };
-            scaled.gemm_with(&h, &mut out, &p.bias, Epilogue::Add(residual));
-            net.give(scaled.weight);
+            gemm(&h, &scaled, &mut out, epilogue);
+            net.give(scaled.into_storage());
         } else {
-            h.par_chunks_mut(p.k)
+            h.par_chunks_mut(k)
                 .for_each(|px| px.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s));
-            p.apply(&h, &mut out, Epilogue::Add(residual));
+            p.apply(&h, &mut out, false, residual);
         }
         net.give(h);
         net.give(x.data);
@@ -465,7 +427,7 @@ impl HostBlock {
             data: out,
             height: ho,
             width: wo,
-            channels: p.n,
+            channels: n,
         }
     }
 }
@@ -473,164 +435,25 @@ impl HostBlock {
 impl SqueezeExcite {
     /// `sigmoid(expand(silu(reduce(mean))))`, per channel.
     fn scale(&self, sums: &[f32], pixels: f32) -> Vec<f32> {
-        let c = sums.len();
         let mean: Vec<f32> = sums.iter().map(|s| s / pixels).collect();
-        let mut reduced: Vec<f32> = (0..self.se)
-            .map(|s| {
-                let row = &self.reduce[s * c..(s + 1) * c];
-                self.reduce_bias[s] + row.iter().zip(&mean).map(|(w, m)| w * m).sum::<f32>()
-            })
-            .collect();
-        host::silu_inplace(&mut reduced);
-        (0..c)
-            .map(|ch| {
-                let row = &self.expand[ch * self.se..(ch + 1) * self.se];
-                let z = self.expand_bias[ch]
-                    + row.iter().zip(&reduced).map(|(w, r)| w * r).sum::<f32>();
-                1.0 / (1.0 + (-z).exp())
-            })
-            .collect()
+        let mut reduced = vec![0.0; self.reduce.weight.n()];
+        self.reduce.apply(&mean, &mut reduced, true, None);
+        let mut z = vec![0.0; self.expand.weight.n()];
+        self.expand.apply(&reduced, &mut z, false, None);
+        z.iter_mut().for_each(|z| *z = 1.0 / (1.0 + (-*z).exp()));
+        z
     }
-}
-
-/// What follows a `gemm` tile.
-#[derive(Clone, Copy)]
-enum Epilogue<'a> {
-    /// `silu(x + bias)`
-    Silu,
-    /// `x + bias (+ residual)`
-    Add(Option<&'a [f32]>),
 }
 
 impl Pointwise {
-    fn apply(&self, input: &[f32], out: &mut [f32], epilogue: Epilogue) {
-        self.gemm_with(input, out, &self.bias, epilogue);
-    }
-
-    /// `out = input · weight`, then `epilogue` with `bias`, in tiles of rows (or of columns
-    /// when there are few rows) processed in parallel, each tile finished while in cache.
-    fn gemm_with(&self, input: &[f32], out: &mut [f32], bias: &[f32], epilogue: Epilogue) {
-        let (k, n) = (self.k, self.n);
-        let m = input.len() / k;
-        let threads = rayon::current_num_threads().max(1);
-        let tiles = 4 * threads;
-        if m >= n {
-            let rows = m.div_ceil(tiles).max(16);
-            out.par_chunks_mut(rows * n)
-                .enumerate()
-                .for_each(|(t, dst)| {
-                    let r0 = t * rows;
-                    let mr = dst.len() / n;
-                    // SAFETY: dst is mr x n row-major, input rows r0..r0 + mr are mr x k, the
-                    // weight is k x n; all in bounds.
-                    unsafe {
-                        gemm(
-                            mr,
-                            n,
-                            k,
-                            dst.as_mut_ptr(),
-                            n,
-                            input[r0 * k..].as_ptr(),
-                            self.weight.as_ptr(),
-                            n,
-                        )
-                    };
-                    finish(dst, n, 0, bias, epilogue, r0 * n);
-                });
-        } else {
-            let cols = n.div_ceil(tiles).next_multiple_of(16).min(n);
-            let out_ptr = SendPtr(out.as_mut_ptr());
-            (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
-                let c0 = t * cols;
-                let nc = cols.min(n - c0);
-                let out_ptr = &out_ptr;
-                // SAFETY: each task writes only columns c0..c0 + nc of the m x n output.
-                unsafe {
-                    let dst = out_ptr.0.add(c0);
-                    gemm(
-                        m,
-                        nc,
-                        k,
-                        dst,
-                        n,
-                        input.as_ptr(),
-                        self.weight.as_ptr().add(c0),
-                        n,
-                    );
-                    for r in 0..m {
-                        let row = std::slice::from_raw_parts_mut(dst.add(r * n), nc);
-                        finish(row, nc, c0, bias, epilogue, r * n + c0);
-                    }
-                }
-            });
-        }
-    }
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint column ranges of one buffer to rayon tasks.
-unsafe impl Sync for SendPtr {}
-
-/// `dst` (rows of `width` values, columns `c0..` of the full output) += bias, then the
-/// epilogue; `at`: offset of `dst[0]` in the full output (for the residual).
-fn finish(dst: &mut [f32], width: usize, c0: usize, bias: &[f32], epilogue: Epilogue, at: usize) {
-    let bias = &bias[c0..c0 + width];
-    let full = match epilogue {
-        Epilogue::Add(Some(res)) => Some(res),
-        _ => None,
-    };
-    for (r, row) in dst.chunks_exact_mut(width).enumerate() {
-        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-        if let Some(res) = full {
-            let start = at + r * width;
-            row.iter_mut()
-                .zip(&res[start..start + width])
-                .for_each(|(v, x)| *v += x);
-        }
-    }
-    if let Epilogue::Silu = epilogue {
-        host::silu_inplace(dst);
-    }
-}
-
-/// `dst[m, n] (row stride dst_rs) = lhs[m, k] (row-major) · rhs[k, n] (row stride rhs_rs)`.
-///
-/// # Safety
-/// The pointers must cover those extents.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: *const f32,
-    rhs: *const f32,
-    rhs_rs: usize,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs,
-            1,
-            k as isize,
-            rhs,
-            1,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
+    /// `out = input · weight + bias (+ residual)`, then SiLU if `silu`.
+    fn apply(&self, input: &[f32], out: &mut [f32], silu: bool, residual: Option<&[f32]>) {
+        let epilogue = Epilogue {
+            bias: Some(&self.bias),
+            residual,
+            silu,
+        };
+        gemm(input, &self.weight, out, epilogue);
     }
 }
 
@@ -656,13 +479,7 @@ impl Depthwise {
         out.par_chunks_mut(wo * c)
             .zip(row_sums.par_chunks_mut(c))
             .enumerate()
-            .for_each(|(oy, (row, sums))| {
-                self.row(row, oy, input, height, width);
-                host::silu_inplace(row);
-                for px in row.chunks_exact(c) {
-                    sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
-                }
-            });
+            .for_each(|(oy, (row, sums))| self.row(row, sums, oy, input, height, width));
         let mut sums = vec![0.0f32; c];
         for row in row_sums.chunks_exact(c) {
             sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
@@ -670,34 +487,137 @@ impl Depthwise {
         (out, sums)
     }
 
-    /// Output row `oy` (`[wo, C]`) before the activation: bias + the taps that fall inside
-    /// the input (padding reads as zero), with FMA where the CPU has it.
-    fn row(&self, row: &mut [f32], oy: usize, input: &[f32], height: usize, width: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { self.row_fma(row, oy, input, height, width) };
-            return;
-        }
-        self.row_generic::<false>(row, oy, input, height, width);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn row_fma(
+    /// Output row `oy` (`[wo, C]`): bias + the taps that fall inside the input (padding reads
+    /// as zero), then SiLU; adds each channel's outputs to `sums`.
+    fn row(
         &self,
         row: &mut [f32],
+        sums: &mut [f32],
         oy: usize,
         input: &[f32],
         height: usize,
         width: usize,
     ) {
-        self.row_generic::<true>(row, oy, input, height, width);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { self.row_avx2(row, sums, oy, input, height, width) };
+            return;
+        }
+        self.row_generic(row, oy, input, height, width);
+        host::silu_inplace(row);
+        for px in row.chunks_exact(self.channels) {
+            sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+        }
     }
 
-    #[inline(always)]
-    fn row_generic<const FMA: bool>(
+    /// [`Self::row`] with the accumulators in AVX2 registers: pixel by pixel, 32 channels
+    /// (then 8, then a masked remainder) at a time, all taps, bias, SiLU and the channel sums
+    /// before the values are stored once.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_avx2(
+        &self,
+        row: &mut [f32],
+        sums: &mut [f32],
+        oy: usize,
+        input: &[f32],
+        height: usize,
+        width: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let c = self.channels;
+        let (k, s) = (self.kernel, self.stride);
+        let [pt, pl, ..] = self.padding;
+        let wo = row.len() / c;
+        assert!(row.len() == wo * c && sums.len() == c && input.len() >= height * width * c);
+        assert!(self.weight.len() == k * k * c && self.bias.len() == c);
+        // The taps inside the input: rows ky0..ky1 of the kernel, and per pixel kx0..kx1.
+        let ky0 = pt.saturating_sub(oy * s);
+        let ky1 = k.min((height + pt).saturating_sub(oy * s));
+        let (inp, wt, bias) = (input.as_ptr(), self.weight.as_ptr(), self.bias.as_ptr());
+        let (out, sum) = (row.as_mut_ptr(), sums.as_mut_ptr());
+        let rem = c % 8;
+        let lanes: [i32; 8] = std::array::from_fn(|i| if i < rem { -1 } else { 0 });
+        // SAFETY (all loads and stores below): channel offsets stay below `c` (the masked
+        // remainder touches only its `rem` lanes), taps lie inside the kernel and their input
+        // pixels inside `input` (ky0..ky1, kx0..kx1), output pixels inside `row`: the
+        // lengths asserted above.
+        unsafe {
+            let mask = _mm256_loadu_si256(lanes.as_ptr().cast());
+            for ox in 0..wo {
+                let kx0 = pl.saturating_sub(ox * s);
+                let kx1 = k.min((width + pl).saturating_sub(ox * s));
+                // input offset of tap (ky, kx): (oy*s + ky - pt) * width * c + (ox*s + kx - pl) * c
+                let tap = |ky: usize, kx: usize| {
+                    ((oy * s + ky - pt) * width + ox * s + kx - pl) * c
+                };
+                let o = out.add(ox * c);
+                let mut cb = 0;
+                while cb + 32 <= c {
+                    let mut a = [
+                        _mm256_loadu_ps(bias.add(cb)),
+                        _mm256_loadu_ps(bias.add(cb + 8)),
+                        _mm256_loadu_ps(bias.add(cb + 16)),
+                        _mm256_loadu_ps(bias.add(cb + 24)),
+                    ];
+                    for ky in ky0..ky1 {
+                        for kx in kx0..kx1 {
+                            let x = inp.add(tap(ky, kx) + cb);
+                            let w = wt.add((ky * k + kx) * c + cb);
+                            for (j, a) in a.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(
+                                    _mm256_loadu_ps(x.add(8 * j)),
+                                    _mm256_loadu_ps(w.add(8 * j)),
+                                    *a,
+                                );
+                            }
+                        }
+                    }
+                    for (j, a) in a.into_iter().enumerate() {
+                        let y = host_ops::avx2::silu(a);
+                        _mm256_storeu_ps(o.add(cb + 8 * j), y);
+                        let sp = sum.add(cb + 8 * j);
+                        _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), y));
+                    }
+                    cb += 32;
+                }
+                while cb + 8 <= c {
+                    let mut a = _mm256_loadu_ps(bias.add(cb));
+                    for ky in ky0..ky1 {
+                        for kx in kx0..kx1 {
+                            let x = _mm256_loadu_ps(inp.add(tap(ky, kx) + cb));
+                            let w = _mm256_loadu_ps(wt.add((ky * k + kx) * c + cb));
+                            a = _mm256_fmadd_ps(x, w, a);
+                        }
+                    }
+                    let y = host_ops::avx2::silu(a);
+                    _mm256_storeu_ps(o.add(cb), y);
+                    let sp = sum.add(cb);
+                    _mm256_storeu_ps(sp, _mm256_add_ps(_mm256_loadu_ps(sp), y));
+                    cb += 8;
+                }
+                if rem > 0 {
+                    let mut a = _mm256_maskload_ps(bias.add(cb), mask);
+                    for ky in ky0..ky1 {
+                        for kx in kx0..kx1 {
+                            let x = _mm256_maskload_ps(inp.add(tap(ky, kx) + cb), mask);
+                            let w = _mm256_maskload_ps(wt.add((ky * k + kx) * c + cb), mask);
+                            a = _mm256_fmadd_ps(x, w, a);
+                        }
+                    }
+                    let y = host_ops::avx2::silu(a);
+                    _mm256_maskstore_ps(o.add(cb), mask, y);
+                    let sp = sum.add(cb);
+                    _mm256_maskstore_ps(sp, mask, _mm256_add_ps(_mm256_maskload_ps(sp, mask), y));
+                }
+            }
+        }
+    }
+
+    /// Output row `oy` before the activation, portable code.
+    fn row_generic(
         &self,
         row: &mut [f32],
         oy: usize,
@@ -726,7 +646,7 @@ impl Depthwise {
                     let acc = &mut row[ox * c..(ox + 1) * c];
                     let x = &in_row[ix * c..(ix + 1) * c];
                     for ((a, &x), &w) in acc.iter_mut().zip(x).zip(taps) {
-                        *a = if FMA { x.mul_add(w, *a) } else { *a + x * w };
+                        *a += x * w;
                     }
                 }
             }

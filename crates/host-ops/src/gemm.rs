@@ -1,0 +1,522 @@
+//! Matrix products against weights packed once at load time, with the bias, SiLU and
+//! residual add applied while the results are still in registers.
+//!
+//! `out[m, n] = a[m, k] · w[k, n]` where `w` is a [`Packed`] weight: panels of 16 columns,
+//! each `[k, 16]` contiguous (the last panel zero-padded), so the kernel streams it without
+//! packing anything per call. The kernel keeps a 6 x 16 block of the output in registers
+//! (twelve 8-lane AVX2 accumulators), broadcasting `a` straight from its rows; `k` is cut
+//! into blocks of at most 256 so that a panel's block stays in L1 while every 6-row block of
+//! a tile of rows passes over it. Work is split into tasks of rows or of panels on rayon's
+//! pool. The kernel is written for AVX2+FMA; on CPUs without them each panel goes through
+//! the `gemm` crate and the epilogue is a second pass.
+
+use rayon::prelude::*;
+
+
+/// Columns per panel.
+const NR: usize = 16;
+/// Rows per register block.
+const MR: usize = 6;
+/// Largest block of `k` (a panel's block is `KC * NR * 4` bytes = 16 KiB).
+const KC: usize = 256;
+
+/// A `[k, n]` weight packed for [`gemm`]: `ceil(n / 16)` panels of `[k, 16]`.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl Packed {
+    /// Packs `w` given as `[n, k]` row-major (an `[out, in]` linear or 1x1 convolution weight,
+    /// PyTorch's layout), transposing it on the way.
+    pub fn from_out_in(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "weight is not [n, k]");
+        let mut data = vec![0.0; n.div_ceil(NR) * k * NR];
+        if k > 0 {
+            data.par_chunks_mut(k * NR)
+                .enumerate()
+                .for_each(|(panel, dst)| {
+                    for c in 0..NR.min(n - panel * NR) {
+                        let row = &w[(panel * NR + c) * k..][..k];
+                        for (p, &v) in row.iter().enumerate() {
+                            dst[p * NR + c] = v;
+                        }
+                    }
+                });
+        }
+        Self { data, k, n }
+    }
+
+    /// Rows of the product (the inner dimension).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of the product.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// This weight with row `p` multiplied by `scale[p]`, into `buf` (reused storage).
+    pub fn scale_rows_into(&self, scale: &[f32], mut buf: Vec<f32>) -> Self {
+        assert_eq!(scale.len(), self.k, "one scale per row");
+        buf.clear();
+        buf.resize(self.data.len(), 0.0);
+        if self.k > 0 {
+            buf.par_chunks_mut(self.k * NR)
+                .zip(self.data.par_chunks(self.k * NR))
+                .for_each(|(dst, src)| {
+                    for ((d, s), &f) in dst
+                        .chunks_exact_mut(NR)
+                        .zip(src.chunks_exact(NR))
+                        .zip(scale)
+                    {
+                        d.iter_mut().zip(s).for_each(|(d, &s)| *d = s * f);
+                    }
+                });
+        }
+        Self {
+            data: buf,
+            k: self.k,
+            n: self.n,
+        }
+    }
+
+    /// Values held (the padded size: what [`Self::scale_rows_into`] needs of its buffer).
+    pub fn storage_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The storage, for reuse.
+    pub fn into_storage(self) -> Vec<f32> {
+        self.data
+    }
+}
+
+/// What is applied to each output value `x` at column `j`, row `i`, in this order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// `x += bias[j]`
+    pub bias: Option<&'a [f32]>,
+    /// `x += residual[i * n + j]`
+    pub residual: Option<&'a [f32]>,
+    /// `x = silu(x)`
+    pub silu: bool,
+}
+
+/// `out[m, n] = a[m, k] · w` then `epilogue`; `a` and `out` row-major and contiguous
+/// (`m = a.len() / k`), in parallel on rayon's pool. Deterministic: each output value is
+/// summed in the same order whatever the split.
+pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    gemm_on(a, w, out, epilogue, avx2);
+}
+
+/// [`gemm`], with the AVX2+FMA kernel or without (`avx2` true only where the CPU has them).
+fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, avx2: bool) {
+    let (k, n) = (w.k, w.n);
+    let m = match a.len().checked_div(k) {
+        Some(m) => m,
+        None => out.len().checked_div(n).unwrap_or(0),
+    };
+    assert_eq!(a.len(), m * k, "a is not [m, k]");
+    assert_eq!(out.len(), m * n, "out is not [m, n]");
+    if let Some(b) = epilogue.bias {
+        assert_eq!(b.len(), n, "bias is not [n]");
+    }
+    if let Some(r) = epilogue.residual {
+        assert_eq!(r.len(), m * n, "residual is not [m, n]");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    let blocks = m.div_ceil(MR);
+    let tasks = 4 * rayon::current_num_threads().max(1);
+    // Tasks of rows when there are more rows than columns (each task reads all of `w`), else
+    // of panels (each task reads all of `a`).
+    let (rows_per_task, panels_per_task) = if m >= n {
+        (MR * blocks.div_ceil(tasks).clamp(1, 16), panels)
+    } else {
+        (m, panels.div_ceil(tasks))
+    };
+    let out = SharedOut(out.as_mut_ptr());
+    let row_tiles = m.div_ceil(rows_per_task);
+    let panel_groups = panels.div_ceil(panels_per_task);
+    (0..row_tiles * panel_groups).into_par_iter().for_each(|t| {
+        let (rt, pg) = (t / panel_groups, t % panel_groups);
+        let rows = rt * rows_per_task..(m.min((rt + 1) * rows_per_task));
+        let panels = pg * panels_per_task..panels.min((pg + 1) * panels_per_task);
+        let out = &out;
+        // SAFETY: tasks write disjoint (row range, panel range) blocks of `out`, whose
+        // extent `m * n` was checked above.
+        unsafe { task(a, w, out.0, m, rows, panels, epilogue, avx2) };
+    });
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: only used to hand disjoint blocks of one buffer to rayon tasks.
+unsafe impl Sync for SharedOut {}
+
+/// One task: `rows` x the columns of `panels`: with `avx2`, the AVX2+FMA kernel below, else
+/// the `gemm` crate panel by panel and the epilogue in a second pass.
+///
+/// # Safety
+/// `out` points to the `m * w.n` output, of which this task alone writes its block; `avx2`
+/// only on a CPU with AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+unsafe fn task(
+    a: &[f32],
+    w: &Packed,
+    out: *mut f32,
+    m: usize,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    epilogue: Epilogue,
+    avx2: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: forwarded from the caller.
+        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue) };
+        return;
+    }
+    let _ = avx2;
+    let (k, n) = (w.k, w.n);
+    debug_assert!(rows.end <= m);
+    for panel in panels {
+        let col = panel * NR;
+        let cols = NR.min(n - col);
+        // SAFETY: the block (rows, col..col + cols) of the m x n output is this task's; the
+        // panel is [k, 16] row-major, `a`'s rows are [k].
+        unsafe {
+            let dst = out.add(rows.start * n + col);
+            ::gemm::gemm(
+                rows.len(),
+                cols,
+                k,
+                dst,
+                1,
+                n as isize,
+                false,
+                a.as_ptr().add(rows.start * k),
+                1,
+                k as isize,
+                w.data.as_ptr().add(panel * k * NR),
+                1,
+                NR as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                ::gemm::Parallelism::None,
+            );
+            for r in rows.clone() {
+                let row = std::slice::from_raw_parts_mut(out.add(r * n + col), cols);
+                for (j, v) in row.iter_mut().enumerate() {
+                    if let Some(b) = epilogue.bias {
+                        *v += b[col + j];
+                    }
+                    if let Some(res) = epilogue.residual {
+                        *v += res[r * n + col + j];
+                    }
+                }
+                if epilogue.silu {
+                    crate::silu_inplace(row);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Epilogue, KC, MR, NR, Packed};
+
+    /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
+    /// once, with every 6-row block of `rows` passing over it.
+    ///
+    /// # Safety
+    /// As [`super::task`], on a CPU with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn task(
+        a: &[f32],
+        w: &Packed,
+        out: *mut f32,
+        m: usize,
+        rows: std::ops::Range<usize>,
+        panels: std::ops::Range<usize>,
+        epilogue: Epilogue,
+    ) {
+        let (k, n) = (w.k, w.n);
+        assert!(rows.end <= m && a.len() >= m * k);
+        let blocks = k.div_ceil(KC).max(1);
+        let kc = k.div_ceil(blocks);
+        for b in 0..blocks {
+            let k0 = b * kc;
+            let k1 = k.min(k0 + kc);
+            for panel in panels.clone() {
+                let col = panel * NR;
+                let cols = NR.min(n - col);
+                let bp = &w.data[panel * k * NR + k0 * NR..][..(k1 - k0) * NR];
+                let mut bias = [0.0f32; NR];
+                if let Some(src) = epilogue.bias {
+                    bias[..cols].copy_from_slice(&src[col..col + cols]);
+                }
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let step = Step {
+                    first: b == 0,
+                    last: b + 1 == blocks,
+                    // SAFETY: `bias` holds 16 values.
+                    bias: unsafe {
+                        [
+                            _mm256_loadu_ps(bias.as_ptr()),
+                            _mm256_loadu_ps(bias.as_ptr().add(8)),
+                        ]
+                    },
+                    mask: [
+                        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes),
+                        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lanes),
+                    ],
+                    full: cols == NR,
+                    col,
+                    n,
+                    silu: epilogue.silu,
+                    residual: epilogue.residual,
+                };
+                let mut r = rows.start;
+                while r < rows.end {
+                    // SAFETY: rows r.. up to rows.end of `out` belong to this task; `a` holds
+                    // m >= rows.end rows of k values.
+                    unsafe {
+                        let a0 = a.as_ptr().add(r * k + k0);
+                        let o = out.add(r * n + col);
+                        match rows.end - r {
+                            1 => kernel::<1>(a0, k, bp, o, r, &step),
+                            2 => kernel::<2>(a0, k, bp, o, r, &step),
+                            3 => kernel::<3>(a0, k, bp, o, r, &step),
+                            4 => kernel::<4>(a0, k, bp, o, r, &step),
+                            5 => kernel::<5>(a0, k, bp, o, r, &step),
+                            _ => kernel::<MR>(a0, k, bp, o, r, &step),
+                        }
+                    }
+                    r += MR;
+                }
+            }
+        }
+    }
+
+    /// Where a kernel call sits in the product and what it finishes.
+    struct Step<'a> {
+        /// First block of `k`: the output is not read.
+        first: bool,
+        /// Last block of `k`: the epilogue is applied.
+        last: bool,
+        /// The panel's bias (zero where there is none).
+        bias: [__m256; 2],
+        /// The panel's real columns, and whether it has all 16.
+        mask: [__m256i; 2],
+        full: bool,
+        /// The panel's first column and the output's row stride.
+        col: usize,
+        n: usize,
+        silu: bool,
+        residual: Option<&'a [f32]>,
+    }
+
+    /// `R` rows (`R <= MR`) of one panel over one block of `k`: `a` points to the block's
+    /// first value in the first row (row stride `lda`), `b` is the panel's `[kc, 16]` block;
+    /// the 2 x `R` accumulators stay in registers.
+    ///
+    /// # Safety
+    /// `a` covers `R` rows of the block; `out` points to row `row`, column `step.col` of the
+    /// output and rows `row..row + R` of the panel's columns are this caller's.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kernel<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        b: &[f32],
+        out: *mut f32,
+        row: usize,
+        step: &Step,
+    ) {
+        let kc = b.len() / NR;
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        // SAFETY: p < kc and i < R stay inside the block of `a` and inside `b`.
+        unsafe {
+            let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(b.as_ptr().add(p * NR));
+                let b1 = _mm256_loadu_ps(b.as_ptr().add(p * NR + 8));
+                for (acc, row) in acc.iter_mut().zip(rows) {
+                    let x = _mm256_broadcast_ss(&*row.add(p));
+                    acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                }
+            }
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: masked loads and stores touch only the panel's real columns of rows
+            // row..row + R, which are the caller's (output) or inside `residual` (checked to
+            // be [m, n]).
+            unsafe {
+                let dst = out.add(i * step.n);
+                // Masked loads and stores (slow on some CPUs) only in a partial panel.
+                let load = |p: *const f32, h: usize| {
+                    if step.full {
+                        _mm256_loadu_ps(p)
+                    } else {
+                        _mm256_maskload_ps(p, step.mask[h])
+                    }
+                };
+                for (h, &v) in acc.iter().enumerate() {
+                    // (wrapping: past the last real column the lanes are masked off)
+                    let d = dst.wrapping_add(8 * h);
+                    let mut v = v;
+                    if !step.first {
+                        v = _mm256_add_ps(v, load(d, h));
+                    }
+                    if step.last {
+                        v = _mm256_add_ps(v, step.bias[h]);
+                        if let Some(res) = step.residual {
+                            let at = (row + i) * step.n + step.col + 8 * h;
+                            v = _mm256_add_ps(v, load(res.as_ptr().wrapping_add(at), h));
+                        }
+                        if step.silu {
+                            v = crate::avx2::silu(v);
+                        }
+                    }
+                    if step.full {
+                        _mm256_storeu_ps(d, v);
+                    } else {
+                        _mm256_maskstore_ps(d, step.mask[h], v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[m, n]` from a float64 triple loop over `a` `[m, k]` and `w` `[n, k]`.
+    fn reference(a: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k)
+                    .map(|p| a[i * k + p] as f64 * w[j * k + p] as f64)
+                    .sum();
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn has_avx2() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    #[test]
+    fn products_match_a_float64_reference_on_awkward_shapes() {
+        // Row and column counts around the 6 x 16 block, k around the 256 block, few and
+        // many rows (tasks of rows and of panels).
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (5, 17, 3),
+            (7, 16, 256),
+            (13, 33, 257),
+            (81, 40, 600),
+            (200, 24, 27),
+            (3, 300, 64),
+        ] {
+            let a = values(m * k, 1);
+            let w = values(n * k, 2);
+            let bias = values(n, 3);
+            let residual = values(m * n, 4);
+            let packed = Packed::from_out_in(&w, n, k);
+            let want = reference(&a, &w, m, n, k);
+            let tol = 1e-6 * k as f64;
+            for (bias_on, res_on, silu, avx2) in [
+                (false, false, false, false),
+                (true, true, false, false),
+                (true, false, true, false),
+                (false, false, false, true),
+                (true, true, false, true),
+                (true, false, true, true),
+            ] {
+                if avx2 && !has_avx2() {
+                    continue;
+                }
+                let mut out = vec![f32::NAN; m * n];
+                let epilogue = Epilogue {
+                    bias: bias_on.then_some(&bias[..]),
+                    residual: res_on.then_some(&residual[..]),
+                    silu,
+                };
+                gemm_on(&a, &packed, &mut out, epilogue, avx2);
+                for (idx, (&got, &x)) in out.iter().zip(&want).enumerate() {
+                    let (i, j) = (idx / n, idx % n);
+                    let mut x = x;
+                    if bias_on {
+                        x += bias[j] as f64;
+                    }
+                    if res_on {
+                        x += residual[i * n + j] as f64;
+                    }
+                    if silu {
+                        x /= 1.0 + (-x).exp();
+                    }
+                    assert!(
+                        (got as f64 - x).abs() <= tol,
+                        "[{m}, {n}, {k}] avx2 {avx2} ({i}, {j}): {got} vs {x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_scaling_scales_the_inner_dimension() {
+        let (m, n, k) = (9, 20, 30);
+        let a = values(m * k, 5);
+        let w = values(n * k, 6);
+        let scale = values(k, 7);
+        let scaled_w: Vec<f32> = w
+            .chunks_exact(k)
+            .flat_map(|row| row.iter().zip(&scale).map(|(w, s)| w * s))
+            .collect();
+        let mut got = vec![0.0; m * n];
+        let mut want = vec![0.0; m * n];
+        let packed = Packed::from_out_in(&w, n, k).scale_rows_into(&scale, Vec::new());
+        gemm(&a, &packed, &mut got, Epilogue::default());
+        gemm(&a, &Packed::from_out_in(&scaled_w, n, k), &mut want, Epilogue::default());
+        assert_eq!(got, want);
+    }
+}
