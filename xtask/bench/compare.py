@@ -23,7 +23,8 @@ What is timed (startup excluded everywhere):
   * PyTorch eager: AlignModel.get_*_features under torch.inference_mode, same inputs.
 Batches: images 1, texts 32 (the CLI's defaults on CPU). Threads: all cores for every runtime.
 Each round runs every system once (images, then texts); medians over rounds are reported.
-Our embeddings are checked against PyTorch's on the same inputs (max abs diff printed).
+Our embeddings are checked against PyTorch's on the same inputs (max abs diff printed), and
+every system's against PyTorch run in float64 (what float32 rounding costs each).
 """
 
 import argparse
@@ -286,6 +287,16 @@ def main():
         ort_txt_l = normalise([ort_texts(b) for b in txt_longest])
         ort_txt_g = normalise([ort_texts(b) for b in txt_grouped])[inverse]
 
+        # Float64 references: what float32 rounding costs each system on these inputs (the
+        # random network amplifies rounding on some photos, e.g. the nearly black Hubble one).
+        import copy
+        model64 = copy.deepcopy(model).double()
+        vision64, text64 = Vision(model64).eval(), Text(model64).eval()
+        with torch.inference_mode():
+            ref64_img = normalise([vision64(b.double()).numpy() for b in img_batches])
+            ref64_txt = normalise([text64(**b).numpy() for b in txt64])
+        del model64, vision64, text64
+
         out_img, out_txt = os.path.join(tmp, "img.npy"), os.path.join(tmp, "txt.npy")
         results = {k: [] for k in ["ours_img", "ort_img", "torch_img", "ours_txt", "ort_txt64",
                                    "ort_txt_longest", "ort_txt_grouped", "torch_txt64"]}
@@ -318,6 +329,14 @@ def main():
             "ort_longest_vs_torch_text_embeds": float(np.abs(ort_txt_l - ref_txt).max()),
             "ort_grouped_vs_torch_text_embeds": float(np.abs(ort_txt_g - ref_txt).max()),
         }
+        parity64 = {
+            "ours_vs_f64_image_embeds": float(np.abs(ours_img - ref64_img).max()),
+            "ort_vs_f64_image_embeds": float(np.abs(ort_img - ref64_img).max()),
+            "torch_vs_f64_image_embeds": float(np.abs(ref_img - ref64_img).max()),
+            "ours_vs_f64_text_embeds": float(np.abs(ours_txt - ref64_txt).max()),
+            "ort_grouped_vs_f64_text_embeds": float(np.abs(ort_txt_g - ref64_txt).max()),
+            "torch_vs_f64_text_embeds": float(np.abs(ref_txt - ref64_txt).max()),
+        }
 
     med = {k: statistics.median(v) for k, v in results.items() if v}
     print(f"machine: {os.cpu_count()} cores; onnxruntime {ort.__version__}, torch {torch.__version__}; "
@@ -341,10 +360,12 @@ def main():
           f"{max(rss):.0f} MiB (max)")
     print("parity (max abs diff of L2-normalised embeddings vs PyTorch): " +
           ", ".join(f"{k} {v:.2e}" for k, v in parity.items()))
+    print("accuracy (max abs diff vs PyTorch in float64 on the same inputs): " +
+          ", ".join(f"{k} {v:.2e}" for k, v in parity64.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rounds": results, "median": med, "load_s": loads, "peak_rss_mib": rss,
-                       "parity": parity}, f, indent=1)
+                       "parity": parity, "parity_f64": parity64}, f, indent=1)
 
 
 if __name__ == "__main__":
