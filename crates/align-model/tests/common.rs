@@ -25,6 +25,10 @@ pub fn read_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, npy.into_vec().unwrap())
 }
 
+pub fn read_f64(path: &Path) -> Vec<f64> {
+    npy(path).into_vec().unwrap()
+}
+
 pub fn read_i64(path: &Path) -> (Vec<usize>, Vec<i64>) {
     let npy = npy(path);
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
@@ -63,4 +67,26 @@ pub fn assert_close(actual: &[f32], dir: &Path, name: &str, tol: f32) -> f32 {
     let diff = max_abs_diff(actual, &expected);
     assert!(diff <= tol, "{name}: max abs diff {diff} > {tol}");
     diff
+}
+
+/// Asserts that the logits `actual` are within 1e-5 of the float64 network's
+/// (`logits_per_image_f64.npy`, the value every float32 implementation approximates) and within
+/// 2e-5 of transformers' float32 output (itself 6.4e-6 from the float64 value on the tiny
+/// fixture: two float32 results may err in opposite directions).
+pub fn assert_logits_close(actual: &[f32], dir: &Path) {
+    let exact = read_f64(&dir.join("logits_per_image_f64.npy"));
+    assert_eq!(actual.len(), exact.len(), "logits: length");
+    let diff = actual
+        .iter()
+        .zip(&exact)
+        .map(|(&a, &e)| (a as f64 - e).abs())
+        .fold(
+            0.0f64,
+            |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        );
+    assert!(
+        diff <= 1e-5,
+        "logits: max abs diff {diff} from float64 > 1e-5"
+    );
+    assert_close(actual, dir, "logits_per_image", 2e-5);
 }

@@ -408,7 +408,9 @@ impl HostBlock {
         let residual = self.residual.then_some(&x.data[..]);
         if ho * wo >= n {
             // Scaling the projection's rows costs C * n; the activations, H * W * C.
-            let scaled = p.weight.scale_rows_into(&scale, net.take(p.weight.storage_len()));
+            let scaled = p
+                .weight
+                .scale_rows_into(&scale, net.take(p.weight.storage_len()));
             let epilogue = Epilogue {
                 bias: Some(&p.bias),
                 residual,
@@ -550,9 +552,8 @@ impl Depthwise {
                 let kx0 = pl.saturating_sub(ox * s);
                 let kx1 = k.min((width + pl).saturating_sub(ox * s));
                 // input offset of tap (ky, kx): (oy*s + ky - pt) * width * c + (ox*s + kx - pl) * c
-                let tap = |ky: usize, kx: usize| {
-                    ((oy * s + ky - pt) * width + ox * s + kx - pl) * c
-                };
+                let tap =
+                    |ky: usize, kx: usize| ((oy * s + ky - pt) * width + ox * s + kx - pl) * c;
                 let o = out.add(ox * c);
                 let mut cb = 0;
                 while cb + 32 <= c {
@@ -617,14 +618,7 @@ impl Depthwise {
     }
 
     /// Output row `oy` before the activation, portable code.
-    fn row_generic(
-        &self,
-        row: &mut [f32],
-        oy: usize,
-        input: &[f32],
-        height: usize,
-        width: usize,
-    ) {
+    fn row_generic(&self, row: &mut [f32], oy: usize, input: &[f32], height: usize, width: usize) {
         let c = self.channels;
         let (k, s) = (self.kernel, self.stride);
         let [pt, pl, ..] = self.padding;

@@ -12,7 +12,6 @@
 
 use rayon::prelude::*;
 
-
 /// Columns per panel.
 const NR: usize = 16;
 /// Rows per register block.
@@ -111,7 +110,8 @@ pub struct Epilogue<'a> {
 /// summed in the same order whatever the split.
 pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    let avx2 =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
     let avx2 = false;
     gemm_on(a, w, out, epilogue, avx2);
@@ -516,7 +516,12 @@ mod tests {
         let mut want = vec![0.0; m * n];
         let packed = Packed::from_out_in(&w, n, k).scale_rows_into(&scale, Vec::new());
         gemm(&a, &packed, &mut got, Epilogue::default());
-        gemm(&a, &Packed::from_out_in(&scaled_w, n, k), &mut want, Epilogue::default());
+        gemm(
+            &a,
+            &Packed::from_out_in(&scaled_w, n, k),
+            &mut want,
+            Epilogue::default(),
+        );
         assert_eq!(got, want);
     }
 }
