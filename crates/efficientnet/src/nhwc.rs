@@ -355,13 +355,6 @@ impl HostBlock {
             }
         }
         let se = &b.squeeze_excite;
-        let linear = |conv: &Conv2d| {
-            let (w, [n, k, ..]) = weights(&conv.weight)?;
-            Some(Pointwise {
-                weight: Packed::from_out_in(&w, n, k),
-                bias: values(conv.bias.as_ref()?)?,
-            })
-        };
         Some(Self {
             expansion: match &b.expansion {
                 Some(e) => Some(pointwise(&e.expand_conv, &e.expand_bn)?),
@@ -376,8 +369,8 @@ impl HostBlock {
                 padding: padding(dw),
             },
             squeeze_excite: SqueezeExcite {
-                reduce: linear(&se.reduce)?,
-                expand: linear(&se.expand)?,
+                reduce: pointwise(&se.reduce, &None)?,
+                expand: pointwise(&se.expand, &None)?,
             },
             projection: pointwise(&b.projection.project_conv, &b.projection.project_bn)?,
             residual: b.residual,
