@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use align_processor::{RgbImage, decode_path};
 use anyhow::anyhow;
-use rayon::prelude::*;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
@@ -21,7 +20,8 @@ pub struct ImageArgs {
 }
 
 impl ImageArgs {
-    /// Calls `f` with each batch of decoded images and their paths, in argument order.
+    /// Calls `f` with each batch of decoded images and their paths, in argument order. A
+    /// second thread decodes the next batch while `f` runs on the current one.
     pub fn for_each_batch(
         &self,
         device: &burn::tensor::Device,
@@ -31,24 +31,38 @@ impl ImageArgs {
         let batch = self
             .batch_size
             .unwrap_or(if crate::device::is_cpu(device) { 1 } else { 8 });
-        for chunk in self.images.chunks(batch as usize) {
-            let decoded: Vec<_> = chunk.par_iter().map(|p| decode_path(p, decode)).collect();
-            let mut paths = Vec::with_capacity(chunk.len());
-            let mut images = Vec::with_capacity(chunk.len());
-            for (path, result) in chunk.iter().zip(decoded) {
-                match result {
-                    Ok(img) => {
-                        paths.push(path.clone());
-                        images.push(img);
+        std::thread::scope(|scope| {
+            // One decoded batch waits while the next is decoded.
+            let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || {
+                for chunk in self.images.chunks(batch as usize) {
+                    let decoded: Vec<_> = chunk.iter().map(|p| decode_path(p, decode)).collect();
+                    if decoded_tx.send((chunk, decoded)).is_err() {
+                        // `f` failed: nothing more is wanted.
+                        break;
                     }
-                    Err(e) if self.skip_bad => eprintln!("align: skipping {}: {e}", path.display()),
-                    Err(e) => return Err(anyhow!(e)),
+                }
+            });
+            for (chunk, decoded) in decoded_rx {
+                let mut paths = Vec::with_capacity(chunk.len());
+                let mut images = Vec::with_capacity(chunk.len());
+                for (path, result) in chunk.iter().zip(decoded) {
+                    match result {
+                        Ok(img) => {
+                            paths.push(path.clone());
+                            images.push(img);
+                        }
+                        Err(e) if self.skip_bad => {
+                            eprintln!("align: skipping {}: {e}", path.display())
+                        }
+                        Err(e) => return Err(anyhow!(e)),
+                    }
+                }
+                if !images.is_empty() {
+                    f(&paths, &images)?;
                 }
             }
-            if !images.is_empty() {
-                f(&paths, &images)?;
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }

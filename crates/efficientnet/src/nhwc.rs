@@ -81,9 +81,30 @@ struct Stem {
     padding: [usize; 4],
 }
 
+/// A buffer from [`HostNet`]'s pool: the first `len` values of a vector that keeps its full
+/// length in the pool, so that taking it again writes nothing (no zero-fill of memory that
+/// is about to be overwritten).
+struct Buf {
+    vec: Vec<f32>,
+    len: usize,
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.vec[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.vec[..self.len]
+    }
+}
+
 /// An activation in host memory: `[height, width, channels]`.
 struct Map {
-    data: Vec<f32>,
+    data: Buf,
     height: usize,
     width: usize,
     channels: usize,
@@ -119,7 +140,8 @@ pub(crate) struct HostNet {
     blocks: Vec<HostBlock>,
     top: Option<Pointwise>,
     pooling: PoolingType,
-    /// Scratch buffers, kept between calls so that their pages stay mapped.
+    /// Scratch buffers, kept between calls (at their full length) so that their pages stay
+    /// mapped.
     pool: Mutex<Vec<Vec<f32>>>,
 }
 
@@ -224,27 +246,41 @@ impl HostNet {
         })
     }
 
-    /// A buffer of `len` values from the pool: the smallest one that holds `len` without
-    /// growing, else the largest (grown).
-    fn take(&self, len: usize) -> Vec<f32> {
-        let mut buf = match self.pool.lock() {
+    /// A vector of at least `len` values from the pool: the shortest one that holds `len`,
+    /// else the longest, grown (zeros only in the new part).
+    fn take_vec(&self, len: usize) -> Vec<f32> {
+        let mut vec = match self.pool.lock() {
             Ok(mut pool) => {
                 let fits = (0..pool.len())
-                    .filter(|&i| pool[i].capacity() >= len)
-                    .min_by_key(|&i| pool[i].capacity());
-                let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+                    .filter(|&i| pool[i].len() >= len)
+                    .min_by_key(|&i| pool[i].len());
+                let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
                 pick.map(|i| pool.swap_remove(i)).unwrap_or_default()
             }
             Err(_) => Vec::new(),
         };
-        buf.resize(len, 0.0);
-        buf
+        if vec.len() < len {
+            vec.resize(len, 0.0);
+        }
+        vec
     }
 
-    fn give(&self, buf: Vec<f32>) {
-        if let Ok(mut p) = self.pool.lock() {
-            p.push(buf);
+    /// `len` values (of unspecified content) from the pool.
+    fn take(&self, len: usize) -> Buf {
+        Buf {
+            vec: self.take_vec(len),
+            len,
         }
+    }
+
+    fn give_vec(&self, vec: Vec<f32>) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.push(vec);
+        }
+    }
+
+    fn give(&self, buf: Buf) {
+        self.give_vec(buf.vec);
     }
 
     /// Runs one image, `pixels` `[C, H, W]` (already checked against the network's input
@@ -384,7 +420,7 @@ impl HostBlock {
             e.apply(&x.data, &mut out, true, None);
             out
         });
-        let input = expanded.as_deref().unwrap_or(&x.data);
+        let input = expanded.as_deref().unwrap_or(&x.data[..]);
         let (mut h, sums) = self.depthwise.apply(net, input, x.height, x.width);
         let dw = &self.depthwise;
         let [pt, pl, pb, pr] = dw.padding;
@@ -403,14 +439,14 @@ impl HostBlock {
             // Scaling the projection's rows costs C * n; the activations, H * W * C.
             let scaled = p
                 .weight
-                .scale_rows_into(&scale, net.take(p.weight.storage_len()));
+                .scale_rows_into(&scale, net.take_vec(p.weight.storage_len()));
             let epilogue = Epilogue {
                 bias: Some(&p.bias),
                 residual,
                 silu: false,
             };
             gemm(&h, &scaled, &mut out, epilogue);
-            net.give(scaled.into_storage());
+            net.give_vec(scaled.into_storage());
         } else {
             h.par_chunks_mut(k)
                 .for_each(|px| px.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s));
@@ -455,13 +491,7 @@ impl Pointwise {
 impl Depthwise {
     /// Depthwise convolution + bias + SiLU of `input` `[height, width, C]`; returns the output
     /// and its per-channel sums.
-    fn apply(
-        &self,
-        net: &HostNet,
-        input: &[f32],
-        height: usize,
-        width: usize,
-    ) -> (Vec<f32>, Vec<f32>) {
+    fn apply(&self, net: &HostNet, input: &[f32], height: usize, width: usize) -> (Buf, Vec<f32>) {
         let c = self.channels;
         let [pt, pl, pb, pr] = self.padding;
         let (k, s) = (self.kernel, self.stride);

@@ -16,12 +16,16 @@ use rayon::prelude::*;
 const NR: usize = 16;
 /// Rows per register block.
 const MR: usize = 6;
+/// Products of fewer multiply-adds run on the calling thread (about 10 us: less than handing
+/// tasks to the pool costs; e.g. the squeeze-excite products of the early blocks).
+const SERIAL_MACS: usize = 1 << 17;
 /// Largest block of `k` (a panel's block is `KC * NR * 4` bytes = 16 KiB).
 const KC: usize = 256;
 
 /// A `[k, n]` weight packed for [`gemm`]: `ceil(n / 16)` panels of `[k, 16]`.
 #[derive(Debug, Clone)]
 pub struct Packed {
+    /// The panels, then possibly unused values (storage reused by [`Self::scale_rows_into`]).
     data: Vec<f32>,
     k: usize,
     n: usize,
@@ -58,13 +62,17 @@ impl Packed {
         self.n
     }
 
-    /// This weight with row `p` multiplied by `scale[p]`, into `buf` (reused storage).
+    /// This weight with row `p` multiplied by `scale[p]`, into `buf` (reused storage: grown
+    /// if shorter than [`Self::storage_len`], else overwritten in its first values).
     pub fn scale_rows_into(&self, scale: &[f32], mut buf: Vec<f32>) -> Self {
         assert_eq!(scale.len(), self.k, "one scale per row");
-        buf.clear();
-        buf.resize(self.data.len(), 0.0);
+        let len = self.storage_len();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
         if self.k > 0 {
-            buf.par_chunks_mut(self.k * NR)
+            buf[..len]
+                .par_chunks_mut(self.k * NR)
                 .zip(self.data.par_chunks(self.k * NR))
                 .for_each(|(dst, src)| {
                     for ((d, s), &f) in dst
@@ -83,9 +91,10 @@ impl Packed {
         }
     }
 
-    /// Values held (the padded size: what [`Self::scale_rows_into`] needs of its buffer).
+    /// Values in the panels (the padded size: what [`Self::scale_rows_into`] needs of its
+    /// buffer).
     pub fn storage_len(&self) -> usize {
-        self.data.len()
+        self.n.div_ceil(NR) * self.k * NR
     }
 
     /// The storage, for reuse.
@@ -148,7 +157,7 @@ fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, avx2: boo
     let out = SharedOut(out.as_mut_ptr());
     let row_tiles = m.div_ceil(rows_per_task);
     let panel_groups = panels.div_ceil(panels_per_task);
-    (0..row_tiles * panel_groups).into_par_iter().for_each(|t| {
+    let run = |t: usize| {
         let (rt, pg) = (t / panel_groups, t % panel_groups);
         let rows = rt * rows_per_task..(m.min((rt + 1) * rows_per_task));
         let panels = pg * panels_per_task..panels.min((pg + 1) * panels_per_task);
@@ -156,7 +165,12 @@ fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, avx2: boo
         // SAFETY: tasks write disjoint (row range, panel range) blocks of `out`, whose
         // extent `m * n` was checked above.
         unsafe { task(a, w, out.0, m, rows, panels, epilogue, avx2) };
-    });
+    };
+    if m * n * k < SERIAL_MACS {
+        (0..row_tiles * panel_groups).for_each(run);
+    } else {
+        (0..row_tiles * panel_groups).into_par_iter().for_each(run);
+    }
 }
 
 struct SharedOut(*mut f32);
@@ -514,7 +528,9 @@ mod tests {
             .collect();
         let mut got = vec![0.0; m * n];
         let mut want = vec![0.0; m * n];
-        let packed = Packed::from_out_in(&w, n, k).scale_rows_into(&scale, Vec::new());
+        // (into a reused buffer longer than needed, whose values must not matter)
+        let packed = Packed::from_out_in(&w, n, k);
+        let packed = packed.scale_rows_into(&scale, vec![f32::NAN; packed.storage_len() + 37]);
         gemm(&a, &packed, &mut got, Epilogue::default());
         gemm(
             &a,

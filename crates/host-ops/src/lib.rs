@@ -4,9 +4,11 @@
 //! (`expf`, `erff`) on one thread, in several passes: on align-base's vision tower SiLU was 40 %
 //! of a forward pass, and GELU's `erff` 6 % of the text tower's. Flex tensors live in host
 //! memory and `into_data` / `from_data` hand the buffer over without copying, so on flex these
-//! activations are computed here instead, in place: a branch-free vectorisable `exp`
-//! (Cody-Waite range reduction + degree-7 polynomial, within 2 ulp of libm), compiled for
-//! AVX2+FMA where the CPU has them, split across rayon threads. Other devices keep burn's ops.
+//! activations are computed here instead, in place, split across rayon threads: eight lanes at
+//! a time in AVX2+FMA registers where the CPU has them ([`avx2`]: `exp` from an eight-entry
+//! table of `2^(j/8)` and a degree-4 polynomial, within 2 ulp), else portable scalar code
+//! (Cody-Waite range reduction + degree-7 polynomial, within 2 ulp of libm). Other devices
+//! keep burn's ops.
 //!
 //! [`gemm`]: matrix products against weights packed once, with bias, residual add and SiLU
 //! applied in registers (the vision tower's 1x1 convolutions on flex); [`avx2::silu`] is the
@@ -49,58 +51,51 @@ pub fn map_in_place<const D: usize>(
     }
 }
 
-/// An element-wise activation, written once for both code paths (`FMA`: fused multiply-adds).
-trait Activation {
-    fn apply<const FMA: bool>(x: f32) -> f32;
+/// Whether this CPU runs the [`avx2`] kernels.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
-/// Applies `A` to every value, with code compiled for AVX2+FMA where the CPU has them.
-fn run<A: Activation>(values: &mut [f32]) {
+/// In-place SiLU, `x * sigmoid(x)` computed as `x / (1 + e^-x)`, of a slice: [`avx2::silu`]
+/// eight values at a time where the CPU has AVX2+FMA, else portable scalar code.
+pub fn silu_inplace(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
-        unsafe { run_avx2::<A>(values) };
+        unsafe { avx2::silu_slice(values) };
         return;
     }
-    run_portable::<A>(values);
+    values.iter_mut().for_each(|v| *v = silu(*v));
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<A: Activation>(values: &mut [f32]) {
-    values.iter_mut().for_each(|v| *v = A::apply::<true>(*v));
-}
-
-fn run_portable<A: Activation>(values: &mut [f32]) {
-    values.iter_mut().for_each(|v| *v = A::apply::<false>(*v));
-}
-
-struct Silu;
-
-impl Activation for Silu {
-    #[inline(always)]
-    fn apply<const FMA: bool>(x: f32) -> f32 {
-        x / (1.0 + exp::<FMA>(-x))
+/// In-place exact GELU, `x / 2 * (1 + erf(x / sqrt 2))`, of a slice ([`avx2::gelu`] where the
+/// CPU has AVX2+FMA, else portable scalar code). `erf` is Abramowitz & Stegun 7.1.26 (absolute
+/// error below 1.5e-7) on the `exp` here: the formula PyTorch's vectorised CPU `erf` uses.
+pub fn gelu_inplace(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { avx2::gelu_slice(values) };
+        return;
     }
+    values.iter_mut().for_each(|v| *v = gelu(*v));
 }
 
-/// In-place SiLU, `x * sigmoid(x)`, of a slice (vectorised; AVX2+FMA where available).
-pub fn silu_inplace(values: &mut [f32]) {
-    run::<Silu>(values);
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
 }
 
-/// `a * b + c`, fused when `FMA` (only where the CPU has the instruction: elsewhere
-/// `mul_add` is a slow library call).
-#[inline(always)]
-fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// `e^x` for float32, branch-free so that loops over it vectorise: 0 below -87 and infinity
-/// above 88 (the true values there are below 1.7e-38 or above 1.6e38, where SiLU is
-/// saturated).
-#[inline(always)]
-fn exp<const FMA: bool>(x: f32) -> f32 {
+/// `e^x` for float32, portable: 0 below -87 and infinity above 88 (the true values there are
+/// below 1.7e-38 or above 1.6e38, where SiLU and GELU are saturated); within 2 ulp of libm.
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for |n| <= 128.
     const LN2_HI: f32 = 0.693_145_75;
@@ -109,9 +104,9 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let (tiny, huge) = (x < -87.0, x > 88.0);
     let x = x.clamp(-87.0, 88.0);
-    let t = mul_add::<FMA>(x, LOG2E, ROUND);
+    let t = x * LOG2E + ROUND;
     let n = t - ROUND;
-    let r = mul_add::<FMA>(-n, LN2_LO, mul_add::<FMA>(-n, LN2_HI, x));
+    let r = x - n * LN2_HI - n * LN2_LO;
     // e^r for |r| <= ln2 / 2: Taylor to degree 7 (truncation error < 6e-9 relative), Horner.
     let c = [
         1.0 / 5040.0,
@@ -123,7 +118,7 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
         1.0,
         1.0,
     ];
-    let p = c[1..].iter().fold(c[0], |p, &c| mul_add::<FMA>(p, r, c));
+    let p = c[1..].iter().fold(c[0], |p, &c| p * r + c);
     let k = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let e = p * f32::from_bits(((k + 127) << 23) as u32);
     if huge {
@@ -135,13 +130,34 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// The SiLU of eight lanes, for kernels that keep their values in AVX2 registers: the same
-/// arithmetic as [`silu_inplace`] (the `exp` above, then one division).
+/// Abramowitz & Stegun 7.1.26: `1 - t * P(t) * e^(-x^2)`, `t = 1 / (1 + p |x|)`, sign restored.
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (ERF_P * a + 1.0);
+    let poly = ERF_A[1..].iter().fold(ERF_A[0], |p, &c| p * t + c);
+    let y = 1.0 - poly * t * exp(-a * a);
+    y.copysign(x)
+}
+
+const ERF_P: f32 = 0.327_591_1;
+const ERF_A: [f32; 5] = [
+    1.061_405_4,
+    -1.453_152_1,
+    1.421_413_8,
+    -0.284_496_74,
+    0.254_829_6,
+];
+
+/// Activations of eight lanes in AVX2+FMA registers, for kernels that keep their values
+/// there, and the slice functions built on them.
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     use std::arch::x86_64::*;
 
-    /// `e^x` lane by lane: [`super::exp`] in AVX2+FMA registers, bit for bit.
+    /// `e^x` lane by lane, within 2 ulp; 0 below -87, infinity above 88. `x = n ln2 / 8 + r`
+    /// (Cody-Waite, `|r| <= ln2 / 16`), `e^x = 2^(n / 8) e^r`: `2^(n mod 8 / 8)` from an
+    /// eight-entry table in a register, `e^r` by a degree-4 polynomial (truncation error
+    /// below 1.3e-9 relative).
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA (callable without `unsafe` from functions compiled
@@ -155,31 +171,41 @@ pub mod avx2 {
             _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
             _mm256_set1_ps(88.0),
         );
+        // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
         let round = _mm256_set1_ps(12_582_912.0);
-        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), round);
+        // n = round(x * 8 / ln 2); |n| <= 1016
+        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(8.0 * std::f32::consts::LOG2_E), round);
         let n = _mm256_sub_ps(t, round);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
-        let mut p = _mm256_set1_ps(1.0 / 5040.0);
-        for c in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
+        // ln 2 / 8 split so that n * HI is exact (HI has 12 significant bits)
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.086_639_404), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(3.993_273e-6), r);
+        // e^r = 1 + r + r^2 (1/2 + r/6 + r^2/24)
+        let r2 = _mm256_mul_ps(r, r);
+        let low = _mm256_add_ps(r, _mm256_set1_ps(1.0));
+        let high = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 6.0), _mm256_set1_ps(0.5));
+        let high = _mm256_fmadd_ps(r2, _mm256_set1_ps(1.0 / 24.0), high);
+        let p = _mm256_fmadd_ps(high, r2, low);
+        // 2^(n / 8): the table entry for n mod 8 (the low three bits), its exponent raised
+        // by floor(n / 8)
+        let n = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B40_0000));
+        let table = _mm256_setr_ps(
             1.0,
-            1.0,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let k = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B40_0000));
-        let scale = _mm256_slli_epi32::<23>(_mm256_add_epi32(k, _mm256_set1_epi32(127)));
+            1.090_507_7,
+            1.189_207_1,
+            1.296_839_6,
+            std::f32::consts::SQRT_2,
+            1.542_210_8,
+            1.681_792_9,
+            1.834_008_1,
+        );
+        let fraction = _mm256_castps_si256(_mm256_permutevar8x32_ps(table, n));
+        let scale = _mm256_add_epi32(fraction, _mm256_slli_epi32::<23>(_mm256_srai_epi32::<3>(n)));
         let e = _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
         let e = _mm256_blendv_ps(e, _mm256_set1_ps(f32::INFINITY), huge);
         _mm256_andnot_ps(tiny, e)
     }
 
-    /// `x / (1 + e^-x)` lane by lane, as [`super::silu_inplace`] computes it.
+    /// `x / (1 + e^-x)` lane by lane.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA (callable without `unsafe` from functions compiled
@@ -190,52 +216,77 @@ pub mod avx2 {
         let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
         _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     }
-}
 
-struct Gelu;
-
-impl Activation for Gelu {
-    #[inline(always)]
-    fn apply<const FMA: bool>(x: f32) -> f32 {
-        0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
+    /// `x / 2 * (1 + erf(x / sqrt 2))` lane by lane, `erf` as the portable one (Abramowitz &
+    /// Stegun 7.1.26) on [`exp`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (callable without `unsafe` from functions compiled
+    /// for them).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub fn gelu(x: __m256) -> __m256 {
+        let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0));
+        let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), z);
+        let one = _mm256_set1_ps(1.0);
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(super::ERF_P), a, one));
+        let mut poly = _mm256_set1_ps(super::ERF_A[0]);
+        for c in &super::ERF_A[1..] {
+            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(*c));
+        }
+        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+        let y = _mm256_fnmadd_ps(_mm256_mul_ps(poly, t), e, one);
+        let erf = _mm256_or_ps(y, sign);
+        _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_set1_ps(0.5), x),
+            _mm256_add_ps(one, erf),
+        )
     }
-}
 
-/// In-place exact GELU, `x / 2 * (1 + erf(x / sqrt 2))`, of a slice (vectorised; AVX2+FMA
-/// where available). `erf` is Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7) on the
-/// `exp` above: the formula PyTorch's vectorised CPU `erf` uses.
-pub fn gelu_inplace(values: &mut [f32]) {
-    run::<Gelu>(values);
-}
+    /// `f` applied to every value, eight at a time (the tail through a padded copy).
+    #[inline(always)]
+    fn map(values: &mut [f32], f: impl Fn(__m256) -> __m256) {
+        let mut chunks = values.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            // SAFETY: the chunk holds eight values.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), f(_mm256_loadu_ps(chunk.as_ptr()))) };
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let mut lanes = [0.0f32; 8];
+            lanes[..tail.len()].copy_from_slice(tail);
+            // SAFETY: `lanes` holds eight values.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), f(_mm256_loadu_ps(lanes.as_ptr()))) };
+            let n = tail.len();
+            tail.copy_from_slice(&lanes[..n]);
+        }
+    }
 
-/// Abramowitz & Stegun 7.1.26: `1 - t * P(t) * e^(-x^2)`, `t = 1 / (1 + p |x|)`, sign restored.
-#[inline(always)]
-fn erf<const FMA: bool>(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        1.061_405_4,
-        -1.453_152_1,
-        1.421_413_8,
-        -0.284_496_74,
-        0.254_829_6,
-    ];
-    let a = x.abs();
-    let t = 1.0 / mul_add::<FMA>(P, a, 1.0);
-    let poly = A[1..].iter().fold(A[0], |p, &c| mul_add::<FMA>(p, t, c));
-    let y = mul_add::<FMA>(-(poly * t), exp::<FMA>(-a * a), 1.0);
-    y.copysign(x)
+    /// [`silu`] over a slice.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) fn silu_slice(values: &mut [f32]) {
+        map(values, |x| silu(x));
+    }
+
+    /// [`gelu`] over a slice.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) fn gelu_slice(values: &mut [f32]) {
+        map(values, |x| gelu(x));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn worst_exp_error_ulp<const FMA: bool>() -> f64 {
+    /// Worst error of `exp` in ulp over [-87, 88] (step 0.00137) against float64.
+    fn worst_exp_error_ulp(exp: impl Fn(f32) -> f32) -> f64 {
         let mut worst = 0.0f64;
         let mut x = -87.0f32;
         while x <= 88.0 {
             let want = (x as f64).exp();
-            let got = exp::<FMA>(x) as f64;
+            let got = exp(x) as f64;
             let ulp = (want as f32).abs() * f32::EPSILON;
             worst = worst.max((got - want).abs() / ulp as f64);
             x += 0.001_37;
@@ -245,11 +296,50 @@ mod tests {
 
     #[test]
     fn exp_is_within_2_ulp_of_libm() {
-        let worst = worst_exp_error_ulp::<false>();
+        let worst = worst_exp_error_ulp(exp);
         assert!(worst <= 2.0, "worst error {worst} ulp");
-        // The fused variant, where the CPU runs it (mul_add is exact either way, only slow).
-        let worst = worst_exp_error_ulp::<true>();
-        assert!(worst <= 2.0, "worst error {worst} ulp (FMA)");
+        assert_eq!((exp(-87.5), exp(88.5)), (0.0, f32::INFINITY));
+    }
+
+    /// `f` on eight lanes holding `x`, first lane.
+    #[cfg(target_arch = "x86_64")]
+    fn lane(f: unsafe fn(std::arch::x86_64::__m256) -> std::arch::x86_64::__m256, x: f32) -> f32 {
+        use std::arch::x86_64::*;
+        let mut out = [0.0f32; 8];
+        // SAFETY: only called where the CPU has AVX2 and FMA; `out` holds eight values.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f(_mm256_set1_ps(x))) };
+        out[0]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn register_exp_is_within_2_ulp_and_saturates() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let worst = worst_exp_error_ulp(|x| lane(avx2::exp, x));
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        for (x, want) in [
+            (-1e30, 0.0),
+            (-87.5, 0.0),
+            (0.0, 1.0),
+            (88.5, f32::INFINITY),
+            (1e30, f32::INFINITY),
+        ] {
+            assert_eq!(lane(avx2::exp, x), want, "exp({x})");
+        }
+        // Every table entry and both ends of the reduced range, at large and small scales.
+        for i in -1016..=1016 {
+            let x = i as f32 * std::f32::consts::LN_2 / 8.0;
+            if (-87.0..=88.0).contains(&x) {
+                let want = (x as f64).exp();
+                let got = lane(avx2::exp, x) as f64;
+                assert!(
+                    (got - want).abs() <= 2.0 * f32::EPSILON as f64 * want,
+                    "exp({x})"
+                );
+            }
+        }
     }
 
     #[test]
@@ -258,14 +348,15 @@ mod tests {
             .map(|i| i as f32 * 0.001)
             .chain([-1e30, -200.0, -10.0, 10.0, 200.0, 1e30, 0.0, -0.0])
             .collect();
-        for gelu in [gelu_inplace as fn(&mut [f32]), run_portable::<Gelu>] {
+        for gelu in [gelu_inplace as fn(&mut [f32]), gelu_portable] {
             let mut got = xs.clone();
             gelu(&mut got);
             for (&x, &y) in xs.iter().zip(&got) {
                 let want = 0.5 * x as f64 * (1.0 + erf_f64(x as f64 / std::f64::consts::SQRT_2));
-                // erf's 1.5e-7 absolute error plus the float32 rounding of erf (near 1:
-                // one epsilon), both scaled by x / 2, plus the rounding of the product
-                let tol = (1.5e-7 + f32::EPSILON as f64) * 0.5 * (x as f64).abs()
+                // erf's 1.5e-7 absolute error plus the float32 rounding of its evaluation
+                // (the polynomial, the product with exp and 1 - it: a few epsilon), both
+                // scaled by x / 2, plus the rounding of the product
+                let tol = (1.5e-7 + 4.0 * f32::EPSILON as f64) * 0.5 * (x as f64).abs()
                     + 2.0 * f32::EPSILON as f64 * want.abs()
                     + 1e-30;
                 assert!(
@@ -277,6 +368,14 @@ mod tests {
             gelu(&mut nan);
             assert!(nan[0].is_nan());
         }
+    }
+
+    fn gelu_portable(values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = gelu(*v));
+    }
+
+    fn silu_portable(values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = silu(*v));
     }
 
     /// erf in float64, accurate to about 1e-13: the Taylor series for |x| < 3, the continued
@@ -308,7 +407,7 @@ mod tests {
             .map(|i| i as f32 * 0.01)
             .chain([-1e30, -200.0, -88.5, 88.5, 200.0, 1e30, 0.0, -0.0])
             .collect();
-        for silu in [silu_inplace as fn(&mut [f32]), run_portable::<Silu>] {
+        for silu in [silu_inplace as fn(&mut [f32]), silu_portable] {
             check_silu(&xs, silu);
         }
     }
@@ -333,9 +432,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn register_silu_matches_the_definition_and_the_slice_silu() {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
+        if !has_avx2_fma() {
             return;
         }
         let xs: Vec<f32> = (-20_000..20_000)
