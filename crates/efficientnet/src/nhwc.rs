@@ -10,10 +10,14 @@
 //!
 //! * stem: im2col (the fixed `(0, 1, 0, 1)` padding read as zeros) + product with bias and
 //!   SiLU applied in registers;
-//! * expansion: product on `[H*W, C]` rows, bias + SiLU in registers;
-//! * depthwise: direct NHWC convolution, pixel by pixel with a block of channels in
-//!   registers (AVX2 where the CPU has it), padding read as zeros, + bias + SiLU, summing
-//!   each channel for squeeze-excite on the way;
+//! * expansion: product on `[H*W, C]` rows, bias + SiLU in registers, written as panels of 16
+//!   channels (`[C / 16, H, W, 16]`, [`host_ops::gemm::gemm_panels`]);
+//! * depthwise: direct convolution, padding read as zeros, + bias + SiLU, summing each
+//!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
+//!   CPU has it): on an expansion's panels, panel by panel along each row, four pixels at a
+//!   time (a panel's rows and weights stay in L1: on channels-last input, a pixel's 25 taps
+//!   of 1344 channels did not); on a channels-last input (blocks without expansion), pixel
+//!   by pixel;
 //! * squeeze-excite: the two small products (packed too); its per-channel scale is folded
 //!   into the projection weights (or applied to the activations, whichever is less work);
 //! * projection: product + bias + residual add in registers.
@@ -27,7 +31,7 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
-use host_ops::gemm::{Epilogue, Packed, gemm};
+use host_ops::gemm::{Epilogue, Packed, gemm, gemm_panels};
 use rayon::prelude::*;
 
 use crate::config::PoolingType;
@@ -44,8 +48,10 @@ struct Pointwise {
 
 #[derive(Debug)]
 struct Depthwise {
-    /// `[kernel * kernel, channels]`: tap-major, channels contiguous.
+    /// `[kernel * kernel, padded]`: tap-major, channels contiguous, zero-padded to
+    /// [`Self::padded`] channels (a whole number of 16-channel panels).
     weight: Vec<f32>,
+    /// `[padded]`, zero-padded.
     bias: Vec<f32>,
     channels: usize,
     kernel: usize,
@@ -384,12 +390,15 @@ impl HostBlock {
         if one != 1 || kernel != kw || dw.groups != c || dw.stride[0] != dw.stride[1] {
             return None;
         }
-        let mut taps = vec![0.0; w.len()];
+        let padded = c.div_ceil(PANEL) * PANEL;
+        let mut taps = vec![0.0; kernel * kernel * padded];
         for ch in 0..c {
             for t in 0..kernel * kernel {
-                taps[t * c + ch] = w[ch * kernel * kernel + t];
+                taps[t * padded + ch] = w[ch * kernel * kernel + t];
             }
         }
+        let mut dw_bias = dw_bias;
+        dw_bias.resize(padded, 0.0);
         let se = &b.squeeze_excite;
         Some(Self {
             expansion: match &b.expansion {
@@ -415,13 +424,23 @@ impl HostBlock {
 
     fn forward(&self, net: &HostNet, x: Map) -> Map {
         let pixels = x.height * x.width;
+        // The expansion's output in panels of 16 channels (the layout the depthwise kernel
+        // reads best), SiLU applied.
         let expanded = self.expansion.as_ref().map(|e| {
-            let mut out = net.take(pixels * e.weight.n());
-            e.apply(&x.data, &mut out, true, None);
+            let mut out = net.take(pixels * e.weight.n().div_ceil(PANEL) * PANEL);
+            let epilogue = Epilogue {
+                bias: Some(&e.bias),
+                residual: None,
+                silu: true,
+            };
+            gemm_panels(&x.data, &e.weight, &mut out, epilogue);
             out
         });
-        let input = expanded.as_deref().unwrap_or(&x.data[..]);
-        let (mut h, sums) = self.depthwise.apply(net, input, x.height, x.width);
+        let (input, layout) = match &expanded {
+            Some(buf) => (&buf[..], Layout::Panels),
+            None => (&x.data[..], Layout::Nhwc),
+        };
+        let (mut h, sums) = self.depthwise.apply(net, input, layout, x.height, x.width);
         let dw = &self.depthwise;
         let [pt, pl, pb, pr] = dw.padding;
         let ho = (x.height + pt + pb - dw.kernel) / dw.stride + 1;
@@ -488,15 +507,46 @@ impl Pointwise {
     }
 }
 
+/// Channels per panel of an expansion's output (see [`host_ops::gemm::gemm_panels`]).
+const PANEL: usize = 16;
+
+/// How a depthwise convolution's input is laid out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    /// `[height, width, channels]`
+    Nhwc,
+    /// `[channels / 16, height, width, 16]` (an expansion's output, written so by
+    /// [`host_ops::gemm::gemm_panels`]): a panel's rows are contiguous, which keeps a block of
+    /// channels and its weights in L1 while the kernel walks a row of pixels.
+    Panels,
+}
+
 impl Depthwise {
-    /// Depthwise convolution + bias + SiLU of `input` `[height, width, C]`; returns the output
-    /// and its per-channel sums.
-    fn apply(&self, net: &HostNet, input: &[f32], height: usize, width: usize) -> (Buf, Vec<f32>) {
+    /// Channels held by the weights: `channels` rounded up to whole panels.
+    fn padded(&self) -> usize {
+        self.channels.div_ceil(PANEL) * PANEL
+    }
+
+    /// Depthwise convolution + bias + SiLU of `input` (`[height, width, C]` or panels, see
+    /// [`Layout`]); returns the output (`[ho, wo, C]`) and its per-channel sums.
+    fn apply(
+        &self,
+        net: &HostNet,
+        input: &[f32],
+        layout: Layout,
+        height: usize,
+        width: usize,
+    ) -> (Buf, Vec<f32>) {
         let c = self.channels;
         let [pt, pl, pb, pr] = self.padding;
         let (k, s) = (self.kernel, self.stride);
         let ho = (height + pt + pb - k) / s + 1;
         let wo = (width + pl + pr - k) / s + 1;
+        let need = match layout {
+            Layout::Nhwc => height * width * c,
+            Layout::Panels => height * width * self.padded(),
+        };
+        assert!(input.len() >= need, "depthwise input too short");
         let mut out = net.take(ho * wo * c);
         // Per-row channel sums, added up in row order afterwards so that the result does not
         // depend on how rayon splits the rows.
@@ -504,7 +554,7 @@ impl Depthwise {
         out.par_chunks_mut(wo * c)
             .zip(row_sums.par_chunks_mut(c))
             .enumerate()
-            .for_each(|(oy, (row, sums))| self.row(row, sums, oy, input, height, width));
+            .for_each(|(oy, (row, sums))| self.row(row, sums, oy, input, layout, height, width));
         let mut sums = vec![0.0f32; c];
         for row in row_sums.chunks_exact(c) {
             sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
@@ -514,32 +564,39 @@ impl Depthwise {
 
     /// Output row `oy` (`[wo, C]`): bias + the taps that fall inside the input (padding reads
     /// as zero), then SiLU; adds each channel's outputs to `sums`.
+    #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
         row: &mut [f32],
         sums: &mut [f32],
         oy: usize,
         input: &[f32],
+        layout: Layout,
         height: usize,
         width: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { self.row_avx2(row, sums, oy, input, height, width) };
+            // SAFETY: the CPU supports the features the functions are compiled for.
+            unsafe {
+                match layout {
+                    Layout::Nhwc => self.row_avx2(row, sums, oy, input, height, width),
+                    Layout::Panels => self.row_panels_avx2(row, sums, oy, input, height, width),
+                }
+            }
             return;
         }
-        self.row_generic(row, oy, input, height, width);
+        self.row_generic(row, oy, input, layout, height, width);
         host::silu_inplace(row);
         for px in row.chunks_exact(self.channels) {
             sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
         }
     }
 
-    /// [`Self::row`] with the accumulators in AVX2 registers: pixel by pixel, 32 channels
-    /// (then 8, then a masked remainder) at a time, all taps, bias, SiLU and the channel sums
-    /// before the values are stored once.
+    /// [`Self::row`] on an NHWC input with the accumulators in AVX2 registers: pixel by
+    /// pixel, 32 channels (then 8, then a masked remainder) at a time, all taps, bias, SiLU and
+    /// the channel sums before the values are stored once.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn row_avx2(
@@ -553,11 +610,12 @@ impl Depthwise {
     ) {
         use std::arch::x86_64::*;
         let c = self.channels;
+        let cp = self.padded();
         let (k, s) = (self.kernel, self.stride);
         let [pt, pl, ..] = self.padding;
         let wo = row.len() / c;
         assert!(row.len() == wo * c && sums.len() == c && input.len() >= height * width * c);
-        assert!(self.weight.len() == k * k * c && self.bias.len() == c);
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
         // The taps inside the input: rows ky0..ky1 of the kernel, and per pixel kx0..kx1.
         let ky0 = pt.saturating_sub(oy * s);
         let ky1 = k.min((height + pt).saturating_sub(oy * s));
@@ -589,7 +647,7 @@ impl Depthwise {
                     for ky in ky0..ky1 {
                         for kx in kx0..kx1 {
                             let x = inp.add(tap(ky, kx) + cb);
-                            let w = wt.add((ky * k + kx) * c + cb);
+                            let w = wt.add((ky * k + kx) * cp + cb);
                             for (j, a) in a.iter_mut().enumerate() {
                                 *a = _mm256_fmadd_ps(
                                     _mm256_loadu_ps(x.add(8 * j)),
@@ -612,7 +670,7 @@ impl Depthwise {
                     for ky in ky0..ky1 {
                         for kx in kx0..kx1 {
                             let x = _mm256_loadu_ps(inp.add(tap(ky, kx) + cb));
-                            let w = _mm256_loadu_ps(wt.add((ky * k + kx) * c + cb));
+                            let w = _mm256_loadu_ps(wt.add((ky * k + kx) * cp + cb));
                             a = _mm256_fmadd_ps(x, w, a);
                         }
                     }
@@ -627,7 +685,7 @@ impl Depthwise {
                     for ky in ky0..ky1 {
                         for kx in kx0..kx1 {
                             let x = _mm256_maskload_ps(inp.add(tap(ky, kx) + cb), mask);
-                            let w = _mm256_maskload_ps(wt.add((ky * k + kx) * c + cb), mask);
+                            let w = _mm256_maskload_ps(wt.add((ky * k + kx) * cp + cb), mask);
                             a = _mm256_fmadd_ps(x, w, a);
                         }
                     }
@@ -640,31 +698,286 @@ impl Depthwise {
         }
     }
 
-    /// Output row `oy` before the activation, portable code.
-    fn row_generic(&self, row: &mut [f32], oy: usize, input: &[f32], height: usize, width: usize) {
+    /// [`Self::row`] on a panel-layout input, with AVX2 registers: panel by panel (16
+    /// channels, whose weights stay in L1), along the row four pixels at a time where all
+    /// taps fall inside the input (each weight load serves four pixels), else pixel by pixel;
+    /// bias, SiLU and the channel sums (in registers for the whole row) before each value is
+    /// stored once. Per value, the same additions in the same order as [`Self::row_avx2`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_panels_avx2(
+        &self,
+        row: &mut [f32],
+        sums: &mut [f32],
+        oy: usize,
+        input: &[f32],
+        height: usize,
+        width: usize,
+    ) {
+        use std::arch::x86_64::*;
+        const TILE: usize = 4;
         let c = self.channels;
+        let cp = self.padded();
+        let (k, s) = (self.kernel, self.stride);
+        let [pt, pl, ..] = self.padding;
+        let wo = row.len() / c;
+        let plane = height * width * PANEL;
+        assert!(row.len() == wo * c && sums.len() == c && input.len() >= plane * (cp / PANEL));
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
+        let ky0 = pt.saturating_sub(oy * s);
+        let ky1 = k.min((height + pt).saturating_sub(oy * s));
+        // Pixels oxl..oxr have all their taps' columns inside the input.
+        let oxl = pl.div_ceil(s).min(wo);
+        let oxr = match (width + pl).checked_sub(k) {
+            Some(last) => (last / s + 1).min(wo),
+            None => 0,
+        }
+        .max(oxl);
+        let (inp, wt, bias) = (input.as_ptr(), self.weight.as_ptr(), self.bias.as_ptr());
+        let (out, sum) = (row.as_mut_ptr(), sums.as_mut_ptr());
+        // SAFETY (all loads and stores below): a panel's input rows lie inside `input` (taps
+        // inside the kernel, pixels inside ky0..ky1 and the columns checked per pixel or
+        // tile), weights and bias are padded to whole panels, and outputs and sums are stored
+        // with the panel's real channels only (`mask`): the lengths asserted above.
+        unsafe {
+            for cb in (0..c).step_by(PANEL) {
+                let real = (c - cb).min(PANEL) as i32;
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = [
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(real), lanes),
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(real - 8), lanes),
+                ];
+                let full = real == PANEL as i32;
+                let store = |p: *mut f32, h: usize, v: __m256| {
+                    if full {
+                        _mm256_storeu_ps(p, v)
+                    } else {
+                        _mm256_maskstore_ps(p, mask[h], v)
+                    }
+                };
+                let src = inp.add((cb / PANEL) * plane);
+                let b = [
+                    _mm256_loadu_ps(bias.add(cb)),
+                    _mm256_loadu_ps(bias.add(cb + 8)),
+                ];
+                let mut total = [
+                    _mm256_maskload_ps(sum.add(cb), mask[0]),
+                    _mm256_maskload_ps(sum.add(cb + 8), mask[1]),
+                ];
+                let mut ox = 0;
+                while ox < wo {
+                    if ox >= oxl && ox + TILE <= oxr {
+                        let mut acc = [b; TILE];
+                        for ky in ky0..ky1 {
+                            let xrow = src.add(((oy * s + ky - pt) * width + ox * s - pl) * PANEL);
+                            let wrow = wt.add(ky * k * cp + cb);
+                            for kx in 0..k {
+                                let w0 = _mm256_loadu_ps(wrow.add(kx * cp));
+                                let w1 = _mm256_loadu_ps(wrow.add(kx * cp + 8));
+                                for (p, acc) in acc.iter_mut().enumerate() {
+                                    let x = xrow.add((p * s + kx) * PANEL);
+                                    acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x), w0, acc[0]);
+                                    acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8)), w1, acc[1]);
+                                }
+                            }
+                        }
+                        for (p, acc) in acc.iter().enumerate() {
+                            for h in 0..2 {
+                                let y = host_ops::avx2::silu(acc[h]);
+                                store(out.add((ox + p) * c + cb + 8 * h), h, y);
+                                total[h] = _mm256_add_ps(total[h], y);
+                            }
+                        }
+                        ox += TILE;
+                    } else {
+                        let kx0 = pl.saturating_sub(ox * s);
+                        let kx1 = k.min((width + pl).saturating_sub(ox * s));
+                        let mut acc = b;
+                        for ky in ky0..ky1 {
+                            for kx in kx0..kx1 {
+                                let x = src
+                                    .add(((oy * s + ky - pt) * width + ox * s + kx - pl) * PANEL);
+                                let w = wt.add((ky * k + kx) * cp + cb);
+                                acc[0] =
+                                    _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(w), acc[0]);
+                                acc[1] = _mm256_fmadd_ps(
+                                    _mm256_loadu_ps(x.add(8)),
+                                    _mm256_loadu_ps(w.add(8)),
+                                    acc[1],
+                                );
+                            }
+                        }
+                        for h in 0..2 {
+                            let y = host_ops::avx2::silu(acc[h]);
+                            store(out.add(ox * c + cb + 8 * h), h, y);
+                            total[h] = _mm256_add_ps(total[h], y);
+                        }
+                        ox += 1;
+                    }
+                }
+                _mm256_maskstore_ps(sum.add(cb), mask[0], total[0]);
+                _mm256_maskstore_ps(sum.add(cb + 8), mask[1], total[1]);
+            }
+        }
+    }
+
+    /// Output row `oy` before the activation, portable code.
+    fn row_generic(
+        &self,
+        row: &mut [f32],
+        oy: usize,
+        input: &[f32],
+        layout: Layout,
+        height: usize,
+        width: usize,
+    ) {
+        let c = self.channels;
+        let cp = self.padded();
         let (k, s) = (self.kernel, self.stride);
         let [pt, pl, ..] = self.padding;
         let wo = row.len() / c;
         row.chunks_exact_mut(c)
-            .for_each(|px| px.copy_from_slice(&self.bias));
+            .for_each(|px| px.copy_from_slice(&self.bias[..c]));
         for ky in 0..k {
             let Some(iy) = (oy * s + ky).checked_sub(pt).filter(|&iy| iy < height) else {
                 continue;
             };
-            let in_row = &input[iy * width * c..(iy + 1) * width * c];
             for kx in 0..k {
-                let taps = &self.weight[(ky * k + kx) * c..][..c];
+                let taps = &self.weight[(ky * k + kx) * cp..][..c];
                 // the output columns whose input column ox * s + kx - pl is inside
                 let first = pl.saturating_sub(kx).div_ceil(s);
                 let end = (width + pl).saturating_sub(kx).div_ceil(s).min(wo);
                 for ox in first..end {
                     let ix = ox * s + kx - pl;
                     let acc = &mut row[ox * c..(ox + 1) * c];
-                    let x = &in_row[ix * c..(ix + 1) * c];
-                    for ((a, &x), &w) in acc.iter_mut().zip(x).zip(taps) {
-                        *a += x * w;
+                    // 16 channels at a time: contiguous in both layouts
+                    for (j, (acc, taps)) in
+                        acc.chunks_mut(PANEL).zip(taps.chunks(PANEL)).enumerate()
+                    {
+                        let at = match layout {
+                            Layout::Nhwc => (iy * width + ix) * c + j * PANEL,
+                            Layout::Panels => ((j * height + iy) * width + ix) * PANEL,
+                        };
+                        let x = &input[at..at + acc.len()];
+                        for ((a, &x), &w) in acc.iter_mut().zip(x).zip(taps) {
+                            *a += x * w;
+                        }
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `[h, w, c]` as panels of 16 channels, `[ceil(c / 16), h, w, 16]` (padding lanes NaN:
+    /// they must not reach the output).
+    fn to_panels(x: &[f32], pixels: usize, c: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; c.div_ceil(PANEL) * pixels * PANEL];
+        for p in 0..pixels {
+            for ch in 0..c {
+                out[(ch / PANEL) * pixels * PANEL + p * PANEL + ch % PANEL] = x[p * c + ch];
+            }
+        }
+        out
+    }
+
+    /// Output rows and channel sums of `dw` on an `[h, w]` input, through `row`.
+    fn run(
+        dw: &Depthwise,
+        (h, w): (usize, usize),
+        row: impl Fn(&mut [f32], &mut [f32], usize),
+    ) -> (Vec<f32>, Vec<f32>) {
+        let [pt, pl, pb, pr] = dw.padding;
+        let ho = (h + pt + pb - dw.kernel) / dw.stride + 1;
+        let wo = (w + pl + pr - dw.kernel) / dw.stride + 1;
+        let c = dw.channels;
+        let mut out = vec![0.0; ho * wo * c];
+        let mut sums = vec![0.0; c];
+        for (oy, r) in out.chunks_mut(wo * c).enumerate() {
+            row(r, &mut sums, oy);
+        }
+        (out, sums)
+    }
+
+    /// The depthwise kernels (AVX2 on channels-last and on panels, portable on both) agree
+    /// with each other on awkward shapes: channel counts around 8, 16 and 32, both kernel
+    /// sizes and strides, asymmetric padding, maps narrower than a tile of pixels.
+    #[test]
+    fn depthwise_kernels_agree_on_both_layouts() {
+        for &(c, k, s, padding, (h, w)) in &[
+            (13usize, 3, 1, [1, 1, 1, 1], (7, 9)),
+            (16, 5, 1, [2, 2, 2, 2], (9, 9)),
+            (40, 3, 2, [0, 0, 1, 1], (10, 11)),
+            (24, 5, 2, [1, 1, 2, 2], (12, 9)),
+            (33, 3, 1, [1, 1, 1, 1], (3, 2)),
+            (8, 5, 1, [2, 2, 2, 2], (6, 14)),
+        ] {
+            let padded = c.div_ceil(PANEL) * PANEL;
+            let mut weight = vec![0.0; k * k * padded];
+            for (t, taps) in weight.chunks_mut(padded).enumerate() {
+                taps[..c].copy_from_slice(&values(c, 10 + t as u32));
+            }
+            let mut bias = values(c, 3);
+            bias.resize(padded, 0.0);
+            let dw = Depthwise {
+                weight,
+                bias,
+                channels: c,
+                kernel: k,
+                stride: s,
+                padding,
+            };
+            let x = values(h * w * c, 7);
+            let panels = to_panels(&x, h * w, c);
+            let portable = |input: &[f32], layout| {
+                run(&dw, (h, w), |r, sums, oy| {
+                    dw.row_generic(r, oy, input, layout, h, w);
+                    host::silu_inplace(r);
+                    for px in r.chunks_exact(c) {
+                        sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+                    }
+                })
+            };
+            let want = portable(&x, Layout::Nhwc);
+            let mut got = vec![("portable, panels", portable(&panels, Layout::Panels))];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has AVX2 and FMA.
+                let nhwc = run(&dw, (h, w), |r, sums, oy| unsafe {
+                    dw.row_avx2(r, sums, oy, &x, h, w)
+                });
+                // SAFETY: as above.
+                let on_panels = run(&dw, (h, w), |r, sums, oy| unsafe {
+                    dw.row_panels_avx2(r, sums, oy, &panels, h, w)
+                });
+                // The two AVX2 kernels add the same values in the same order.
+                assert_eq!(nhwc, on_panels, "c {c} k {k} s {s}: AVX2 layouts differ");
+                got.push(("AVX2", nhwc));
+            }
+            for (what, (out, sums)) in got {
+                for (a, b) in out.iter().zip(&want.0).chain(sums.iter().zip(&want.1)) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "c {c} k {k} s {s} {what}: {a} vs {b}"
+                    );
                 }
             }
         }

@@ -123,18 +123,55 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
     let avx2 = false;
-    gemm_on(a, w, out, epilogue, avx2);
+    gemm_on(a, w, out, epilogue, Layout::Rows, avx2);
 }
 
-/// [`gemm`], with the AVX2+FMA kernel or without (`avx2` true only where the CPU has them).
-fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, avx2: bool) {
+/// [`gemm`] with `out` written as panels of 16 columns, `[ceil(n / 16), m, 16]`: value `(i, j)`
+/// at `(j / 16) * m * 16 + i * 16 + j % 16` (what a kernel walking 16 channels of an image at
+/// a time reads contiguously). The last panel's padding columns are the epilogue of zero
+/// (zero, or SiLU of zero: also zero). No residual.
+pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
+    assert!(
+        epilogue.residual.is_none(),
+        "no residual in the panel layout"
+    );
+    #[cfg(target_arch = "x86_64")]
+    let avx2 =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    gemm_on(a, w, out, epilogue, Layout::Panels, avx2);
+}
+
+/// How the output is laid out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    /// `[m, n]` row-major
+    Rows,
+    /// `[ceil(n / 16), m, 16]`
+    Panels,
+}
+
+/// [`gemm`] / [`gemm_panels`], with the AVX2+FMA kernel or without (`avx2` true only where the
+/// CPU has them).
+fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, layout: Layout, avx2: bool) {
     let (k, n) = (w.k, w.n);
     let m = match a.len().checked_div(k) {
         Some(m) => m,
-        None => out.len().checked_div(n).unwrap_or(0),
+        None => match layout {
+            Layout::Rows => out.len().checked_div(n).unwrap_or(0),
+            Layout::Panels => out.len().checked_div(n.div_ceil(NR) * NR).unwrap_or(0),
+        },
     };
     assert_eq!(a.len(), m * k, "a is not [m, k]");
-    assert_eq!(out.len(), m * n, "out is not [m, n]");
+    match layout {
+        Layout::Rows => assert_eq!(out.len(), m * n, "out is not [m, n]"),
+        Layout::Panels => assert_eq!(
+            out.len(),
+            n.div_ceil(NR) * m * NR,
+            "out is not [n / 16, m, 16]"
+        ),
+    }
     if let Some(b) = epilogue.bias {
         assert_eq!(b.len(), n, "bias is not [n]");
     }
@@ -164,7 +201,7 @@ fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, avx2: boo
         let out = &out;
         // SAFETY: tasks write disjoint (row range, panel range) blocks of `out`, whose
         // extent `m * n` was checked above.
-        unsafe { task(a, w, out.0, m, rows, panels, epilogue, avx2) };
+        unsafe { task(a, w, out.0, m, rows, panels, epilogue, layout, avx2) };
     };
     if m * n * k < SERIAL_MACS {
         (0..row_tiles * panel_groups).for_each(run);
@@ -181,8 +218,8 @@ unsafe impl Sync for SharedOut {}
 /// the `gemm` crate panel by panel and the epilogue in a second pass.
 ///
 /// # Safety
-/// `out` points to the `m * w.n` output, of which this task alone writes its block; `avx2`
-/// only on a CPU with AVX2 and FMA.
+/// `out` points to the output (`layout`, checked against `m` and `w.n`), of which this task
+/// alone writes its block; `avx2` only on a CPU with AVX2 and FMA.
 #[allow(clippy::too_many_arguments)]
 unsafe fn task(
     a: &[f32],
@@ -192,12 +229,13 @@ unsafe fn task(
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
     epilogue: Epilogue,
+    layout: Layout,
     avx2: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: forwarded from the caller.
-        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue) };
+        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue, layout) };
         return;
     }
     let _ = avx2;
@@ -205,18 +243,28 @@ unsafe fn task(
     debug_assert!(rows.end <= m);
     for panel in panels {
         let col = panel * NR;
-        let cols = NR.min(n - col);
-        // SAFETY: the block (rows, col..col + cols) of the m x n output is this task's; the
-        // panel is [k, 16] row-major, `a`'s rows are [k].
+        // Output columns of this panel, their offset from the panel's row `r`, the row stride
+        // (in the panel layout the zero-padded columns are computed too).
+        let (cols, ld) = match layout {
+            Layout::Rows => (NR.min(n - col), n),
+            Layout::Panels => (NR, NR),
+        };
+        let at = |r: usize| match layout {
+            Layout::Rows => r * n + col,
+            Layout::Panels => col * m + r * NR,
+        };
+        let real = NR.min(n - col);
+        // SAFETY: the block (rows, col..col + cols) of the output is this task's; the panel
+        // is [k, 16] row-major, `a`'s rows are [k].
         unsafe {
-            let dst = out.add(rows.start * n + col);
+            let dst = out.add(at(rows.start));
             ::gemm::gemm(
                 rows.len(),
                 cols,
                 k,
                 dst,
                 1,
-                n as isize,
+                ld as isize,
                 false,
                 a.as_ptr().add(rows.start * k),
                 1,
@@ -232,8 +280,8 @@ unsafe fn task(
                 ::gemm::Parallelism::None,
             );
             for r in rows.clone() {
-                let row = std::slice::from_raw_parts_mut(out.add(r * n + col), cols);
-                for (j, v) in row.iter_mut().enumerate() {
+                let row = std::slice::from_raw_parts_mut(out.add(at(r)), cols);
+                for (j, v) in row[..real].iter_mut().enumerate() {
                     if let Some(b) = epilogue.bias {
                         *v += b[col + j];
                     }
@@ -253,13 +301,14 @@ unsafe fn task(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Epilogue, KC, MR, NR, Packed};
+    use super::{Epilogue, KC, Layout, MR, NR, Packed};
 
     /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
     /// once, with every 6-row block of `rows` passing over it.
     ///
     /// # Safety
     /// As [`super::task`], on a CPU with AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn task(
         a: &[f32],
@@ -269,6 +318,7 @@ mod avx2 {
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
         epilogue: Epilogue,
+        layout: Layout,
     ) {
         let (k, n) = (w.k, w.n);
         assert!(rows.end <= m && a.len() >= m * k);
@@ -300,9 +350,14 @@ mod avx2 {
                         _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes),
                         _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lanes),
                     ],
-                    full: cols == NR,
+                    // (the panel layout has room for the padding columns: zeros are stored)
+                    full: cols == NR || layout == Layout::Panels,
                     col,
                     n,
+                    ldo: match layout {
+                        Layout::Rows => n,
+                        Layout::Panels => NR,
+                    },
                     silu: epilogue.silu,
                     residual: epilogue.residual,
                 };
@@ -312,7 +367,10 @@ mod avx2 {
                     // m >= rows.end rows of k values.
                     unsafe {
                         let a0 = a.as_ptr().add(r * k + k0);
-                        let o = out.add(r * n + col);
+                        let o = match layout {
+                            Layout::Rows => out.add(r * n + col),
+                            Layout::Panels => out.add(col * m + r * NR),
+                        };
                         match rows.end - r {
                             1 => kernel::<1>(a0, k, bp, o, r, &step),
                             2 => kernel::<2>(a0, k, bp, o, r, &step),
@@ -339,9 +397,11 @@ mod avx2 {
         /// The panel's real columns, and whether it has all 16.
         mask: [__m256i; 2],
         full: bool,
-        /// The panel's first column and the output's row stride.
+        /// The panel's first column, the number of columns (the residual's row stride) and the
+        /// output's row stride.
         col: usize,
         n: usize,
+        ldo: usize,
         silu: bool,
         residual: Option<&'a [f32]>,
     }
@@ -383,7 +443,7 @@ mod avx2 {
             // row..row + R, which are the caller's (output) or inside `residual` (checked to
             // be [m, n]).
             unsafe {
-                let dst = out.add(i * step.n);
+                let dst = out.add(i * step.ldo);
                 // Masked loads and stores (slow on some CPUs) only in a partial panel.
                 let load = |p: *const f32, h: usize| {
                     if step.full {
@@ -494,7 +554,24 @@ mod tests {
                     residual: res_on.then_some(&residual[..]),
                     silu,
                 };
-                gemm_on(&a, &packed, &mut out, epilogue, avx2);
+                gemm_on(&a, &packed, &mut out, epilogue, Layout::Rows, avx2);
+                // The panel layout (no residual there), back in rows; its padding columns
+                // must be zeros.
+                let panels = n.div_ceil(NR);
+                let mut in_panels = vec![f32::NAN; panels * m * NR];
+                if !res_on {
+                    gemm_on(&a, &packed, &mut in_panels, epilogue, Layout::Panels, avx2);
+                    for i in 0..m {
+                        for j in 0..panels * NR {
+                            let v = in_panels[(j / NR) * m * NR + i * NR + j % NR];
+                            if j < n {
+                                assert_eq!(v.to_bits(), out[i * n + j].to_bits(), "panel layout");
+                            } else {
+                                assert_eq!(v, 0.0, "padding column {j}");
+                            }
+                        }
+                    }
+                }
                 for (idx, (&got, &x)) in out.iter().zip(&want).enumerate() {
                     let (i, j) = (idx / n, idx % n);
                     let mut x = x;

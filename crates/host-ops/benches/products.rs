@@ -1,0 +1,145 @@
+//! The kernels of the vision tower's host path, on align-base's shapes (EfficientNet-B7 at
+//! 289x289), with the FMA peak of this CPU measured beside them: `cargo bench -p host-ops`.
+//!
+//! * `products/<kind>_<m>x<k>x<n>`: [`host_ops::gemm::gemm`] on every distinct 1x1 product of
+//!   the network (`e`: an expansion, `[H*W, C]` rows times `[C, 6C]`, bias and SiLU applied in
+//!   registers, written as panels of 16 columns ([`gemm_panels`]) as the network does; `p`: a
+//!   projection, bias and residual). Throughput is in floating-point
+//!   operations (`2 m k n` per product). Weights are distinct per call, as in the network,
+//!   where each layer's weights come from memory.
+//! * `fma_peak/one_thread`: twelve independent chains of 8-lane fused multiply-adds, the most
+//!   one core does (twice that is the ceiling of a 2-core product).
+//! * `silu/<n>`: [`host_ops::silu_inplace`] on n values (one thread).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use host_ops::gemm::{Epilogue, Packed, gemm, gemm_panels};
+
+/// (kind, rows, inner, columns, times in the network) for align-base at 289x289.
+const SHAPES: [(char, usize, usize, usize, usize); 21] = [
+    ('p', 20736, 64, 32, 1),
+    ('p', 20736, 32, 32, 3),
+    ('e', 20736, 32, 192, 1),
+    ('p', 5184, 192, 48, 1),
+    ('e', 5184, 48, 288, 7),
+    ('p', 5184, 288, 48, 6),
+    ('p', 1296, 288, 80, 1),
+    ('e', 1296, 80, 480, 7),
+    ('p', 1296, 480, 80, 6),
+    ('p', 324, 480, 160, 1),
+    ('e', 324, 160, 960, 10),
+    ('p', 324, 960, 160, 9),
+    ('p', 324, 960, 224, 1),
+    ('e', 324, 224, 1344, 10),
+    ('p', 324, 1344, 224, 9),
+    ('p', 81, 1344, 384, 1),
+    ('e', 81, 384, 2304, 13),
+    ('p', 81, 2304, 384, 12),
+    ('p', 81, 2304, 640, 1),
+    ('e', 81, 640, 3840, 3),
+    ('p', 81, 3840, 640, 3),
+];
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn products(c: &mut Criterion) {
+    let mut group = c.benchmark_group("products");
+    group.sample_size(10);
+    for (kind, m, k, n, count) in SHAPES {
+        // As many distinct weights as the network has of this shape (at least 2), cycled.
+        let weights: Vec<Packed> = (0..count.max(2))
+            .map(|i| Packed::from_out_in(&values(n * k, 10 + i as u32), n, k))
+            .collect();
+        let a = values(m * k, 1);
+        let bias = values(n, 2);
+        let residual = values(m * n, 3);
+        let mut out = vec![0.0f32; m * n.div_ceil(16) * 16];
+        let epilogue = match kind {
+            'e' => Epilogue {
+                bias: Some(&bias),
+                residual: None,
+                silu: true,
+            },
+            _ => Epilogue {
+                bias: Some(&bias),
+                residual: Some(&residual),
+                silu: false,
+            },
+        };
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let mut next = 0;
+        group.bench_function(format!("{kind}_{m}x{k}x{n}"), |b| {
+            b.iter(|| {
+                next = (next + 1) % weights.len();
+                match kind {
+                    'e' => gemm_panels(&a, &weights[next], &mut out, epilogue),
+                    _ => gemm(&a, &weights[next], &mut out[..m * n], epilogue),
+                }
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(iterations: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(0.0); 12];
+    let (m, c) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-4));
+    for _ in 0..iterations {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, m, c);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    _mm256_cvtss_f32(sum)
+}
+
+fn fma_peak(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let iterations = 1 << 20;
+        let mut group = c.benchmark_group("fma_peak");
+        // 12 chains x 8 lanes x 2 operations per iteration
+        group.throughput(Throughput::Elements((iterations * 12 * 8 * 2) as u64));
+        group.bench_function("one_thread", |b| {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            b.iter(|| black_box(unsafe { fma_chains(black_box(iterations)) }))
+        });
+        group.finish();
+    }
+    let _ = c;
+}
+
+fn silu(c: &mut Criterion) {
+    let mut group = c.benchmark_group("silu");
+    for len in [1 << 12, 1 << 16] {
+        let mut y = values(len, 4);
+        group.throughput(Throughput::Elements(len as u64));
+        group.bench_function(format!("{len}"), |b| {
+            b.iter(|| {
+                // (repeated on its own output: the time does not depend on the values)
+                host_ops::silu_inplace(black_box(&mut y));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, products, fma_peak, silu);
+criterion_main!(benches);
