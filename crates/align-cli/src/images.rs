@@ -32,8 +32,9 @@ impl ImageArgs {
             .batch_size
             .unwrap_or(if crate::device::is_cpu(device) { 1 } else { 8 });
         std::thread::scope(|scope| {
-            // One decoded batch waits while the next is decoded.
-            let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel(1);
+            // A rendezvous channel: the next batch is decoded while `f` runs, then waits to be
+            // taken (at most two decoded batches in memory, however large the photos).
+            let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel(0);
             scope.spawn(move || {
                 for chunk in self.images.chunks(batch as usize) {
                     let decoded: Vec<_> = chunk.iter().map(|p| decode_path(p, decode)).collect();
