@@ -576,8 +576,7 @@ impl Depthwise {
         width: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if host_ops::has_avx2_fma() {
             // SAFETY: the CPU supports the features the functions are compiled for.
             unsafe {
                 match layout {
@@ -957,9 +956,7 @@ mod tests {
             let want = portable(&x, Layout::Nhwc);
             let mut got = vec![("portable, panels", portable(&panels, Layout::Panels))];
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            if host_ops::has_avx2_fma() {
                 // SAFETY: the CPU has AVX2 and FMA.
                 let nhwc = run(&dw, (h, w), |r, sums, oy| unsafe {
                     dw.row_avx2(r, sums, oy, &x, h, w)

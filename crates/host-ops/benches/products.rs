@@ -112,7 +112,7 @@ fn fma_chains(iterations: usize) -> f32 {
 
 fn fma_peak(c: &mut Criterion) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if host_ops::has_avx2_fma() {
         let iterations = 1 << 20;
         let mut group = c.benchmark_group("fma_peak");
         // 12 chains x 8 lanes x 2 operations per iteration

@@ -118,12 +118,7 @@ pub struct Epilogue<'a> {
 /// (`m = a.len() / k`), in parallel on rayon's pool. Deterministic: each output value is
 /// summed in the same order whatever the split.
 pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 =
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
-    gemm_on(a, w, out, epilogue, Layout::Rows, avx2);
+    gemm_on(a, w, out, epilogue, Layout::Rows, crate::has_avx2_fma());
 }
 
 /// [`gemm`] with `out` written as panels of 16 columns, `[ceil(n / 16), m, 16]`: value `(i, j)`
@@ -135,12 +130,7 @@ pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
         epilogue.residual.is_none(),
         "no residual in the panel layout"
     );
-    #[cfg(target_arch = "x86_64")]
-    let avx2 =
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
-    gemm_on(a, w, out, epilogue, Layout::Panels, avx2);
+    gemm_on(a, w, out, epilogue, Layout::Panels, crate::has_avx2_fma());
 }
 
 /// How the output is laid out.
@@ -509,14 +499,6 @@ mod tests {
             .collect()
     }
 
-    fn has_avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
-
     #[test]
     fn products_match_a_float64_reference_on_awkward_shapes() {
         // Row and column counts around the 6 x 16 block, k around the 256 block, few and
@@ -545,7 +527,7 @@ mod tests {
                 (true, true, false, true),
                 (true, false, true, true),
             ] {
-                if avx2 && !has_avx2() {
+                if avx2 && !crate::has_avx2_fma() {
                     continue;
                 }
                 let mut out = vec![f32::NAN; m * n];

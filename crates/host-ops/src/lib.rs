@@ -51,8 +51,9 @@ pub fn map_in_place<const D: usize>(
     }
 }
 
-/// Whether this CPU runs the [`avx2`] kernels.
-fn has_avx2_fma() -> bool {
+/// Whether this CPU has AVX2 and FMA, which the [`avx2`] functions (and kernels built on
+/// them) require.
+pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma");
