@@ -8,7 +8,9 @@
 //! into blocks of at most 256 so that a panel's block stays in L1 while every 6-row block of
 //! a tile of rows passes over it. Work is split into tasks of rows or of panels on rayon's
 //! pool. The kernel is written for AVX2+FMA; on CPUs without them each panel goes through
-//! the `gemm` crate and the epilogue is a second pass.
+//! the `gemm` crate and the epilogue is a second pass. [`gemm`] writes `out` row-major;
+//! [`gemm_panels`] writes it as panels of 16 columns (what the vision tower's depthwise
+//! kernel reads best).
 
 use rayon::prelude::*;
 
