@@ -8,7 +8,7 @@
 //! into blocks of at most 256 so that a panel's block stays in L1 while every 6-row block of
 //! a tile of rows passes over it. Work is split into tasks of rows or of panels on rayon's
 //! pool. The kernel is written for AVX2+FMA; on CPUs without them each panel goes through
-//! the `gemm` crate and the epilogue is a second pass. [`gemm`] writes `out` row-major;
+//! the `gemm` crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
 //! [`gemm_panels`] writes it as panels of 16 columns (what the vision tower's depthwise
 //! kernel reads best).
 
@@ -24,7 +24,7 @@ const SERIAL_MACS: usize = 1 << 17;
 /// Largest block of `k` (a panel's block is `KC * NR * 4` bytes = 16 KiB).
 const KC: usize = 256;
 
-/// A `[k, n]` weight packed for [`gemm`]: `ceil(n / 16)` panels of `[k, 16]`.
+/// A `[k, n]` weight packed for [`gemm()`]: `ceil(n / 16)` panels of `[k, 16]`.
 #[derive(Debug, Clone)]
 pub struct Packed {
     /// The panels, then possibly unused values (storage reused by [`Self::scale_rows_into`]).
@@ -123,7 +123,7 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
     gemm_on(a, w, out, epilogue, Layout::Rows, crate::has_avx2_fma());
 }
 
-/// [`gemm`] with `out` written as panels of 16 columns, `[ceil(n / 16), m, 16]`: value `(i, j)`
+/// [`gemm()`] with `out` written as panels of 16 columns, `[ceil(n / 16), m, 16]`: value `(i, j)`
 /// at `(j / 16) * m * 16 + i * 16 + j % 16` (what a kernel walking 16 channels of an image at
 /// a time reads contiguously). The last panel's padding columns are the epilogue of zero
 /// (zero, or SiLU of zero: also zero). No residual.
@@ -144,7 +144,7 @@ enum Layout {
     Panels,
 }
 
-/// [`gemm`] / [`gemm_panels`], with the AVX2+FMA kernel or without (`avx2` true only where the
+/// [`gemm()`] / [`gemm_panels`], with the AVX2+FMA kernel or without (`avx2` true only where the
 /// CPU has them).
 fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, layout: Layout, avx2: bool) {
     let (k, n) = (w.k, w.n);
