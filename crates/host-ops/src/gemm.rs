@@ -323,6 +323,19 @@ mod avx2 {
                 let col = panel * NR;
                 let cols = NR.min(n - col);
                 let bp = &w.data[panel * k * NR + k0 * NR..][..(k1 - k0) * NR];
+                // The block the next pass will read (the next panel, or the first panel of the
+                // next block of k): fetched a share per 6-row block of this pass, so that it is
+                // in cache when its first rows start (the weights come from memory once per
+                // image; read on demand, the first pass over a panel waited on them).
+                let next = if panel + 1 < panels.end {
+                    Some(&w.data[(panel + 1) * k * NR + k0 * NR..][..(k1 - k0) * NR])
+                } else if b + 1 < blocks {
+                    let (n0, n1) = (k1, k.min(k1 + kc));
+                    Some(&w.data[panels.start * k * NR + n0 * NR..][..(n1 - n0) * NR])
+                } else {
+                    None
+                };
+                let share = next.map_or(0, |x| (x.len() / NR).div_ceil(rows.len().div_ceil(MR)));
                 let mut bias = [0.0f32; NR];
                 if let Some(src) = epilogue.bias {
                     bias[..cols].copy_from_slice(&src[col..col + cols]);
@@ -355,6 +368,15 @@ mod avx2 {
                 };
                 let mut r = rows.start;
                 while r < rows.end {
+                    if let Some(next) = next {
+                        let first = (r - rows.start) / MR * share;
+                        for line in first..(first + share).min(next.len() / NR) {
+                            // SAFETY: `line` < the block's rows: inside `next`.
+                            unsafe {
+                                _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(line * NR).cast())
+                            };
+                        }
+                    }
                     // SAFETY: rows r.. up to rows.end of `out` belong to this task; `a` holds
                     // m >= rows.end rows of k values.
                     unsafe {
@@ -405,7 +427,7 @@ mod avx2 {
     /// # Safety
     /// `a` covers `R` rows of the block; `out` points to row `row`, column `step.col` of the
     /// output and rows `row..row + R` of the panel's columns are this caller's.
-    #[inline]
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn kernel<const R: usize>(
         a: *const f32,
@@ -417,17 +439,22 @@ mod avx2 {
     ) {
         let kc = b.len() / NR;
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        // SAFETY: p < kc and i < R stay inside the block of `a` and inside `b`.
+        // SAFETY: p < kc and i < R stay inside the block of `a` and inside `b`. (Pointers
+        // stepped by hand: indexing `b` and the rows by `p` made LLVM recompute the loop bound
+        // from spilled registers on every step.)
         unsafe {
-            let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
-            for p in 0..kc {
-                let b0 = _mm256_loadu_ps(b.as_ptr().add(p * NR));
-                let b1 = _mm256_loadu_ps(b.as_ptr().add(p * NR + 8));
-                for (acc, row) in acc.iter_mut().zip(rows) {
-                    let x = _mm256_broadcast_ss(&*row.add(p));
+            let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+            let mut bp = b.as_ptr();
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                for (acc, row) in acc.iter_mut().zip(rows.iter_mut()) {
+                    let x = _mm256_broadcast_ss(&**row);
                     acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
                     acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                    *row = row.add(1);
                 }
+                bp = bp.add(NR);
             }
         }
         for (i, acc) in acc.iter_mut().enumerate() {
