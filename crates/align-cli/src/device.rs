@@ -62,17 +62,16 @@ pub fn resolve(choice: &Choice) -> anyhow::Result<Device> {
     Ok(Device::default())
 }
 
-/// Whether `device` is one of the CPU backends (flex, ndarray).
-pub fn is_cpu(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    if *device == Device::flex() {
-        return true;
-    }
+/// Images per forward pass when `--batch-size` is not given: 1 on ndarray (burn's ops hold a
+/// whole batch's activations, and larger batches were not faster there), else 8 (on flex the
+/// vision tower's host path runs a batch's images side by side, one per thread: 1.14x one image
+/// at a time on 2 cores, see BENCHMARKS.md; on GPUs a batch fills the device).
+pub fn default_image_batch(device: &Device) -> u32 {
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // burn-ndarray is deprecated in burn 0.22 but still supported here
     if *device == Device::ndarray() {
-        return true;
+        return 1;
     }
     let _ = device;
-    false
+    8
 }

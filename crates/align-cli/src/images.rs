@@ -7,8 +7,8 @@ use anyhow::anyhow;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
-    /// Images per forward pass [default: 1 on CPU backends, where larger batches are not
-    /// faster and take more memory (see BENCHMARKS.md); 8 on GPUs].
+    /// Images per forward pass [default: 8; 1 on ndarray, where larger batches are not faster
+    /// and take more memory (see BENCHMARKS.md)].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: Option<u32>,
     /// Report unreadable images on stderr and go on without them (default: stop at the first).
@@ -30,7 +30,7 @@ impl ImageArgs {
     ) -> anyhow::Result<()> {
         let batch = self
             .batch_size
-            .unwrap_or(if crate::device::is_cpu(device) { 1 } else { 8 });
+            .unwrap_or_else(|| crate::device::default_image_batch(device));
         std::thread::scope(|scope| {
             // A rendezvous channel: the next batch is decoded while `f` runs, then waits to be
             // taken (at most two decoded batches in memory, however large the photos).
