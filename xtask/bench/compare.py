@@ -22,7 +22,8 @@ What is timed (startup excluded everywhere):
     on padding), which compares the engines on identical work.
   * PyTorch eager: AlignModel.get_*_features under torch.inference_mode, same inputs.
 Batches: images 8, texts 32 (the CLI's defaults on flex); ONNX Runtime also runs the images one
-at a time (batch 1), and the ratio is taken against its faster setting. Threads: all cores for every runtime.
+at a time (batch 1), and the ratio is taken against its faster setting. Threads: all cores for
+every runtime.
 Each round runs every system once (images, then texts); medians over rounds are reported.
 Our embeddings are checked against PyTorch's on the same inputs (max abs diff printed), and
 every system's against PyTorch run in float64 (what float32 rounding costs each).

@@ -502,11 +502,16 @@ impl EfficientNet {
         let mut pooled = Vec::new();
         // The images side by side on rayon's pool: each thread mostly runs its own image's
         // steps (no hand-offs between threads), stealing from the others when it is done.
-        // The same arithmetic as one at a time.
-        let outs: Vec<_> = pixels
-            .par_chunks_exact(channels * height * width)
-            .map(|image| net.run(image, [height, width], &self.stage_ends, keep, &device))
-            .collect();
+        // The same arithmetic as one at a time. Inside `scope`, a single image runs on a
+        // worker too (rayon would run an unsplit loop on the calling thread), so that each of
+        // its ~300 parallel steps starts from a worker rather than the caller handing it over
+        // and sleeping until it is done.
+        let outs: Vec<_> = rayon::scope(|_| {
+            pixels
+                .par_chunks_exact(channels * height * width)
+                .map(|image| net.run(image, [height, width], &self.stage_ends, keep, &device))
+                .collect()
+        });
         for out in outs {
             embeddings.extend(out.embeddings);
             stages.resize_with(out.stages.len(), Vec::new);

@@ -299,20 +299,6 @@ impl HostNet {
         keep: bool,
         device: &burn::tensor::Device,
     ) -> HostOutput {
-        // On a thread of rayon's pool, so that each step's parallel loop starts from a worker
-        // (the other workers steal from its queue) instead of the caller handing the loop to
-        // the pool and sleeping until it is done, some 300 times per image.
-        rayon::scope(|_| self.run_in_pool(pixels, [height, width], stage_ends, keep, device))
-    }
-
-    fn run_in_pool(
-        &self,
-        pixels: &[f32],
-        [height, width]: [usize; 2],
-        stage_ends: &[usize],
-        keep: bool,
-        device: &burn::tensor::Device,
-    ) -> HostOutput {
         let mut x = self.stem(pixels, height, width);
         let embeddings = keep.then(|| x.to_nchw(device));
         let mut stages = Vec::new();
