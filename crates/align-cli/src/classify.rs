@@ -1,6 +1,5 @@
 //! `align classify --label TEXT... IMAGE...`: zero-shot classification.
 
-use align_model::Align;
 use burn::tensor::activation::softmax;
 
 use crate::hub::ModelArgs;
@@ -18,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
-    let align = Align::from_dir(args.model.resolve()?, device)?;
+    let align = args.model.load(device)?;
     let text_embeds = align.embed_texts(&args.labels)?;
     args.images
         .for_each_batch(device, align.images.decode_options(), |paths, images| {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use align_model::{Align, to_vec};
+use align_model::to_vec;
 
 use crate::hub::ModelArgs;
 use crate::images::ImageArgs;
@@ -38,7 +38,7 @@ pub struct TextsArgs {
 
 pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let start = Instant::now();
-    let align = Align::from_dir(args.model.resolve()?, device)?;
+    let align = args.model.load(device)?;
     // The vision tower's host copy (flex) is part of loading, not of the first image.
     align.model.vision_model.prepare();
     let loaded = Instant::now();
@@ -78,7 +78,7 @@ fn report(
 
 pub fn texts(args: &TextsArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let start = Instant::now();
-    let align = Align::from_dir(args.model.resolve()?, device)?;
+    let align = args.model.load(device)?;
     // Weights are read on first use: part of loading, not of the first batch.
     align.prepare_text()?;
     let loaded = Instant::now();

@@ -5,8 +5,10 @@
 
 use std::path::PathBuf;
 
+use align_model::Align;
 use align_model::hub::{DEFAULT_MODEL_ID, snapshot_dir};
 use anyhow::bail;
+use burn::tensor::{Device, FloatDType};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
@@ -19,6 +21,17 @@ pub struct ModelArgs {
     /// given: kakaobrain/align-base.
     #[arg(long)]
     pub model_id: Option<String>,
+    /// Precision of the weights and of the computation: f16 halves the weights' memory and
+    /// bandwidth on GPUs (wgpu); embeddings are f32 either way (see BENCHMARKS.md for the
+    /// accuracy). flex's fused vision path is f32 only.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    F32,
+    F16,
 }
 
 impl ModelArgs {
@@ -32,5 +45,14 @@ impl ModelArgs {
         }
         let id = self.model_id.as_deref().unwrap_or(DEFAULT_MODEL_ID);
         Ok(snapshot_dir(id)?)
+    }
+
+    /// The model and its processor on `device`, in the precision of `--dtype`.
+    pub fn load(&self, device: &Device) -> anyhow::Result<Align> {
+        let align = Align::from_dir(self.resolve()?, device)?;
+        Ok(match self.dtype {
+            Precision::F32 => align,
+            Precision::F16 => align.with_float_dtype(FloatDType::F16)?,
+        })
     }
 }

@@ -28,6 +28,8 @@ pub enum Error {
     Write { path: PathBuf, message: String },
     #[error("{0}")]
     Mismatch(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("cannot get {id} from the Hugging Face hub or its cache at {}: {message}", cache.display())]
     Hub {
         id: String,

@@ -1,8 +1,8 @@
 use bert::{BertInput, BertModel};
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, FloatDType, Int, Tensor};
 use efficientnet::EfficientNet;
 
 use crate::config::AlignConfig;
@@ -50,14 +50,44 @@ impl AlignModel {
         })
     }
 
+    /// Both towers and the projection with their float parameters cast to `dtype` (e.g.
+    /// `FloatDType::F16` on a GPU: half the weight memory and bandwidth): the towers then
+    /// compute in `dtype`; the features they return, the embeddings and logits are f32. The
+    /// vision BatchNorms are folded first, in the current precision, and on flex the vision
+    /// tower leaves its fused host path (f32 only) for burn's ops. `temperature` stays f32.
+    /// Errors when the device has no such type.
+    pub fn with_float_dtype(self, dtype: FloatDType) -> Result<Self> {
+        let device = self.temperature.val().device();
+        if !device.supports_dtype(dtype) {
+            return Err(Error::Unsupported(format!(
+                "float type {dtype:?} on device {device:?}"
+            )));
+        }
+        if self.vision_model.float_dtype() == dtype {
+            return Ok(self);
+        }
+        let mut cast = CastFloats(dtype);
+        Ok(Self {
+            text_model: self.text_model.map(&mut cast),
+            vision_model: self.vision_model.fold_batch_norms().map(&mut cast),
+            text_projection: self.text_projection.map(&mut cast),
+            temperature: self.temperature,
+        })
+    }
+
     /// Un-normalised image features (`get_image_features`): the vision tower's pooled output,
-    /// `[batch, channels]`. `pixel_values`: `[batch, 3, H, W]` as produced by the processor.
+    /// `[batch, channels]`, f32. `pixel_values`: `[batch, 3, H, W]` as produced by the
+    /// processor.
     pub fn image_features(&self, pixel_values: Tensor<4>) -> Result<Tensor<2>> {
-        Ok(self.vision_model.forward(pixel_values)?.pooler_output)
+        Ok(self
+            .vision_model
+            .forward(pixel_values)?
+            .pooler_output
+            .cast(FloatDType::F32))
     }
 
     /// Un-normalised text features (`get_text_features`): the projection of the `[CLS]`
-    /// token's last hidden state, `[batch, projection_dim]`.
+    /// token's last hidden state, `[batch, projection_dim]`, f32.
     pub fn text_features(
         &self,
         input_ids: Tensor<2, Int>,
@@ -67,7 +97,7 @@ impl AlignModel {
         let cls = self
             .text_model
             .first_token(input_ids, attention_mask, token_type_ids);
-        self.text_projection.forward(cls)
+        self.text_projection.forward(cls).cast(FloatDType::F32)
     }
 
     /// [`Self::text_features`] for a validated [`BertInput`].
@@ -123,4 +153,14 @@ impl AlignModel {
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt();
     x / norm
+}
+
+/// Casts every float parameter of a module (see [`AlignModel::with_float_dtype`]).
+struct CastFloats(FloatDType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|tensor| tensor.cast(dtype))
+    }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use align_processor::{ImageProcessor, RgbImage, TextTokenizer, TokenBatch};
 use bert::BertInput;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use crate::config::AlignConfig;
 use crate::error::{Error, Result};
@@ -59,6 +59,13 @@ impl Align {
         } else {
             Self::from_dir(crate::hub::snapshot_dir(name_or_dir)?, device)
         }
+    }
+
+    /// The model with its float parameters cast to `dtype` (see
+    /// [`AlignModel::with_float_dtype`]).
+    pub fn with_float_dtype(mut self, dtype: FloatDType) -> Result<Self> {
+        self.model = self.model.with_float_dtype(dtype)?;
+        Ok(self)
     }
 
     /// Tokenises `texts` exactly as the processor does: padded and truncated to the

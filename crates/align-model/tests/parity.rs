@@ -5,6 +5,7 @@ mod common;
 
 use align_model::{Align, AlignModel, convert_weights, l2_normalize};
 use align_processor::decode_path;
+use burn::tensor::{DType, FloatDType};
 use common::*;
 
 fn reference() -> std::path::PathBuf {
@@ -109,4 +110,32 @@ fn parity_tiny_converted_burnpack() {
     }
     let model = AlignModel::from_dir(out.path(), &dev).unwrap();
     check_model(&model);
+}
+
+/// Half precision (`with_float_dtype(F16)`, the CLI's `--dtype f16`): on a device with f16
+/// the embeddings stay close to transformers' float32 ones and come back as f32; elsewhere
+/// the cast is refused with an error naming the type.
+#[test]
+fn parity_tiny_model_in_half_precision() {
+    let dev = device();
+    let r = reference();
+    let model = AlignModel::from_dir(fixtures().join("tiny"), &dev).unwrap();
+    if !dev.supports_dtype(FloatDType::F16) {
+        let err = model.with_float_dtype(FloatDType::F16).unwrap_err();
+        assert!(err.to_string().contains("F16"), "{err}");
+        return;
+    }
+    let model = model.with_float_dtype(FloatDType::F16).unwrap();
+    let pixels = float_tensor::<4>(&r.join("pixel_values.npy"), &dev);
+    let ids = int_tensor(&r.join("input_ids.npy"), &dev);
+    let mask = int_tensor(&r.join("attention_mask.npy"), &dev);
+    let image_embeds = l2_normalize(model.image_features(pixels).unwrap());
+    let text_embeds = l2_normalize(model.text_features(ids.clone(), mask, ids.zeros_like()));
+    assert_eq!(image_embeds.dtype(), DType::F32);
+    assert_eq!(text_embeds.dtype(), DType::F32);
+    let image = assert_close(&to_vec(image_embeds), &r, "image_embeds", 5e-3);
+    let text = assert_close(&to_vec(text_embeds), &r, "text_embeds", 5e-3);
+    eprintln!("f16 vs transformers f32: image_embeds {image:.2e}, text_embeds {text:.2e}");
+    // Not the f32 numbers: the computation did run in half precision.
+    assert!(image > 1e-6 && text > 1e-6, "{image} {text}");
 }

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, relu, sigmoid, silu};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
@@ -204,7 +204,7 @@ impl Block {
     }
 }
 
-/// The activation of one forward pass, and whether SiLU runs in host memory (flex: see
+/// The activation of one forward pass, and whether SiLU runs in host memory (flex, f32: see
 /// [`host`]).
 #[derive(Debug, Clone, Copy)]
 struct Act {
@@ -383,7 +383,10 @@ impl EfficientNet {
     /// follow later changes to the module's parameters.
     pub fn for_inference(self) -> Self {
         let device = self.embeddings.convolution.weight.val().device();
-        if host::is_host_device(&device) && self.activation == Activation::Silu {
+        if host::is_host_device(&device)
+            && self.activation == Activation::Silu
+            && self.float_dtype() == FloatDType::F32
+        {
             Self {
                 host_net: Some(Arc::new(OnceLock::new())),
                 ..self
@@ -391,6 +394,12 @@ impl EfficientNet {
         } else {
             self.fold_batch_norms()
         }
+    }
+
+    /// The float type of the parameters (f32 as loaded; see `Module::map` to cast them): what
+    /// [`Self::forward`] casts its input to and computes in.
+    pub fn float_dtype(&self) -> FloatDType {
+        self.embeddings.convolution.weight.val().dtype().into()
     }
 
     /// Makes the host-memory copy of [`Self::for_inference`] now (0.1-0.4 s for align-base,
@@ -424,7 +433,8 @@ impl EfficientNet {
             })
     }
 
-    /// Runs the network on `pixel_values` `[batch, num_channels, height, width]` (any size).
+    /// Runs the network on `pixel_values` `[batch, num_channels, height, width]` (any size),
+    /// cast to the parameters' float type (see [`Self::float_dtype`]); the outputs are in it.
     pub fn forward(&self, pixel_values: Tensor<4>) -> Result<Output> {
         Ok(self.run(pixel_values, false)?.output)
     }
@@ -447,10 +457,12 @@ impl EfficientNet {
         {
             return Ok(self.run_on_host(net, pixel_values, keep));
         }
+        let dtype = self.float_dtype();
         let act = Act {
             kind: self.activation,
-            host: host::is_host_device(&pixel_values.device()),
+            host: host::is_host_device(&pixel_values.device()) && dtype == FloatDType::F32,
         };
+        let pixel_values = pixel_values.cast(dtype);
         let e = &self.embeddings;
         let mut h = act.apply(conv_bn(&e.convolution, &e.batchnorm, pixel_values));
         let embeddings = keep.then(|| h.clone());

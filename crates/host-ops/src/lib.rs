@@ -14,7 +14,7 @@
 //! applied in registers (the vision tower's 1x1 convolutions on flex); [`avx2::silu`] is the
 //! SiLU of eight lanes for such kernels.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 pub mod gemm;
@@ -40,6 +40,9 @@ pub fn map_in_place<const D: usize>(
     f: fn(&mut [f32]),
     fallback: impl FnOnce(Tensor<D>) -> Tensor<D>,
 ) -> Tensor<D> {
+    if x.dtype() != DType::F32 {
+        return fallback(x);
+    }
     let device = x.device();
     let mut data = x.into_data();
     match data.as_mut_slice::<f32>() {
