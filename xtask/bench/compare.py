@@ -87,6 +87,22 @@ def length_batches(lens, max_batch, pass_cost=32):
     return out[::-1]
 
 
+def pil_processor(model_dir):
+    """AlignProcessor with the Pillow image processor, whatever is installed: with torchvision
+    present, transformers picks its torchvision one, whose resize differs from Pillow's (what
+    align-base was trained with and what align-processor reproduces) by up to one level in 255
+    per pixel, which moves the random network's embeddings by up to 4e-2 (the nearly black
+    Hubble photo; 7e-5 to 7e-4 for the others)."""
+    from transformers import AlignProcessor
+    from transformers.models.efficientnet.image_processing_pil_efficientnet import (
+        EfficientNetImageProcessorPil,
+    )
+
+    processor = AlignProcessor.from_pretrained(model_dir)
+    processor.image_processor = EfficientNetImageProcessorPil.from_pretrained(model_dir)
+    return processor
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -164,7 +180,7 @@ def main():
 
     import onnxruntime as ort
     import torch
-    from transformers import AlignModel, AlignProcessor
+    from transformers import AlignModel
 
     threads = os.cpu_count()
     torch.set_num_threads(threads)
@@ -181,7 +197,7 @@ def main():
                         "--output", converted], check=True)
 
     model = AlignModel.from_pretrained(args.model).eval()
-    processor = AlignProcessor.from_pretrained(args.model)
+    processor = pil_processor(args.model)
 
     class Vision(torch.nn.Module):
         def __init__(self, m):
