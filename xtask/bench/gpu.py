@@ -16,8 +16,8 @@ compared in one run), each run with every `--dtypes` value (the CLI's `--dtype`)
 What is timed:
   * ours: the CLI with `--device wgpu`, the rate it prints after loading (decoding and
     preprocessing / tokenising, inference, writing the .npy), after one untimed warm-up run of
-    the same command (kernel compilation and autotuning results persist across processes:
-    the NVIDIA driver's shader cache, cubecl's autotune cache). Also the marginal rate between
+    the same command (so that first-use costs that outlive a process, such as a driver's
+    shader cache, are paid outside the timings). Also the marginal rate between
     a run over all inputs and a run over the first quarter: (N - N/4) / (t_N - t_N/4), which
     takes out whatever each process pays once (first-use kernel compilation left after
     warm-up, the first batch's allocations).
@@ -148,7 +148,6 @@ def main():
     for a, b in compare.length_batches([lens[i] for i in order], args.text_batch):
         rows, width = order[a:b], lens[order[a]]
         txt_grouped.append({k: tok64[k][rows, :width] for k in keys})
-    inverse = np.argsort(order)
 
     def sync():
         if dev.type == "cuda":

@@ -21,9 +21,10 @@ pub struct ModelArgs {
     /// given: kakaobrain/align-base.
     #[arg(long)]
     pub model_id: Option<String>,
-    /// Precision of the weights and of the computation: f16 halves the weights' memory and
-    /// bandwidth on GPUs (wgpu); embeddings are f32 either way (see BENCHMARKS.md for the
-    /// accuracy). flex's fused vision path is f32 only.
+    /// Precision of the weights and of the computation: f16 halves the weights' memory on GPUs
+    /// (wgpu); embeddings are f32 either way. On random align-base weights f16 moved image
+    /// embeddings far more than text ones and was no faster (see BENCHMARKS.md). flex's fused
+    /// vision path is f32 only.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 }
