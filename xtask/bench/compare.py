@@ -103,6 +103,20 @@ def pil_processor(model_dir):
     return processor
 
 
+def cli_batches(tok64, max_batch):
+    """The text batches our CLI forms from the processor's 64-token output: texts sorted by
+    length (stable, longest first), cut by `length_batches`, each cut to its longest text.
+    Returns (batches, order): row k of the concatenated outputs is text order[k]."""
+    lens = tok64["attention_mask"].sum(1).tolist()
+    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+    batches = []
+    for a, b in length_batches([lens[i] for i in order], max_batch):
+        rows, width = order[a:b], lens[order[a]]
+        batches.append({k: tok64[k][rows, :width]
+                        for k in ("input_ids", "attention_mask", "token_type_ids")})
+    return batches, order
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -243,14 +257,7 @@ def main():
         txt64, txt_longest = text_batches(False), text_batches(True)
         tokens64 = sum(int(b["input_ids"].shape[1]) * len(b["input_ids"]) for b in txt64)
         tokens_longest = sum(int(b["input_ids"].shape[1]) * len(b["input_ids"]) for b in txt_longest)
-        # Our CLI's batches: sorted by length (stable, longest first), cut by length_batches.
-        lens = tok64["attention_mask"].sum(1).tolist()
-        order = sorted(range(len(texts)), key=lambda i: -lens[i])
-        txt_grouped = []
-        for a, b in length_batches([lens[i] for i in order], args.text_batch):
-            rows, width = order[a:b], lens[order[a]]
-            txt_grouped.append({k: v[rows, :width] for k, v in tok64.items()
-                                if k in ("input_ids", "attention_mask", "token_type_ids")})
+        txt_grouped, order = cli_batches(tok64, args.text_batch)
         inverse = np.argsort(order)
         tokens_grouped = sum(int(b["input_ids"].numel()) for b in txt_grouped)
 

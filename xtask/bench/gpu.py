@@ -142,12 +142,7 @@ def main():
     img_batches = [pixels[i:i + args.image_batch] for i in range(0, len(paths), args.image_batch)]
     txt64 = [{k: tok64[k][i:i + args.text_batch] for k in keys}
              for i in range(0, len(texts), args.text_batch)]
-    lens = tok64["attention_mask"].sum(1).tolist()
-    order = sorted(range(len(texts)), key=lambda i: -lens[i])
-    txt_grouped = []
-    for a, b in compare.length_batches([lens[i] for i in order], args.text_batch):
-        rows, width = order[a:b], lens[order[a]]
-        txt_grouped.append({k: tok64[k][rows, :width] for k in keys})
+    txt_grouped, _ = compare.cli_batches(tok64, args.text_batch)
 
     def sync():
         if dev.type == "cuda":

@@ -254,11 +254,8 @@ fn is_pointwise(conv: &Conv2d) -> bool {
 fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [out, ..] = conv.weight.dims();
-    let weight = conv
-        .weight
-        .val()
-        .reshape([1, out, channels])
-        .expand([batch, out, channels]);
+    // burn's product broadcasts the weight's batch dimension of 1 over the images.
+    let weight = conv.weight.val().reshape([1, out, channels]);
     let y = weight.matmul(x.reshape([batch, channels, height * width]));
     let y = match &conv.bias {
         Some(bias) => y + bias.val().reshape([1, out, 1]),
