@@ -439,60 +439,99 @@ mod avx2 {
     ) {
         let kc = b.len() / NR;
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        // SAFETY: p < kc and i < R stay inside the block of `a` and inside `b`. (Pointers
-        // stepped by hand: indexing `b` and the rows by `p` made LLVM recompute the loop bound
-        // from spilled registers on every step.)
+        // SAFETY: p < kc and i < R stay inside the block of `a` and inside `b`.
         unsafe {
-            let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+            let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
             let mut bp = b.as_ptr();
-            for _ in 0..kc {
+            // Four steps of `k` per iteration, the rows read at a shared offset: per step the
+            // loop then costs little beyond its 2 loads, R broadcasts and 2R multiply-adds
+            // (stepping R row pointers every step made it ~29 instructions for 12
+            // multiply-adds, near the front end's limit).
+            let mut p = 0;
+            while p + 4 <= kc {
+                for u in 0..4 {
+                    let b0 = _mm256_loadu_ps(bp.add(u * NR));
+                    let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
+                    for (acc, row) in acc.iter_mut().zip(&rows) {
+                        let x = _mm256_broadcast_ss(&*row.add(p + u));
+                        acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                    }
+                }
+                bp = bp.add(4 * NR);
+                p += 4;
+            }
+            while p < kc {
                 let b0 = _mm256_loadu_ps(bp);
                 let b1 = _mm256_loadu_ps(bp.add(8));
-                for (acc, row) in acc.iter_mut().zip(rows.iter_mut()) {
-                    let x = _mm256_broadcast_ss(&**row);
+                for (acc, row) in acc.iter_mut().zip(&rows) {
+                    let x = _mm256_broadcast_ss(&*row.add(p));
                     acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
                     acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-                    *row = row.add(1);
                 }
                 bp = bp.add(NR);
+                p += 1;
             }
         }
-        for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: masked loads and stores touch only the panel's real columns of rows
-            // row..row + R, which are the caller's (output) or inside `residual` (checked to
-            // be [m, n]).
+        // The epilogue, unrolled by hand (`R` is at most 6) so that the accumulators stay in
+        // registers: as a loop, LLVM stored them to the stack and looped over them.
+        macro_rules! finish_row {
+            ($i:literal) => {
+                if let Some(acc) = acc.get($i) {
+                    // SAFETY: row `row + $i` of the panel's columns is the caller's, and
+                    // inside `residual` (checked to be [m, n]).
+                    unsafe { finish(acc, out.add($i * step.ldo), row + $i, step) };
+                }
+            };
+        }
+        finish_row!(0);
+        finish_row!(1);
+        finish_row!(2);
+        finish_row!(3);
+        finish_row!(4);
+        finish_row!(5);
+    }
+
+    /// The epilogue of one row of a panel: the two accumulators `acc` added to what `out`
+    /// holds unless this is the first block of `k`, then on the last block bias, residual and
+    /// SiLU, and stored (masked loads and stores, slow on some CPUs, only in a partial panel).
+    ///
+    /// # Safety
+    /// `out` points to row `row`, column `step.col` of the output, whose panel columns are
+    /// the caller's; the row is inside `step.residual` if there is one.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn finish(acc: &[__m256; 2], out: *mut f32, row: usize, step: &Step) {
+        for (h, &v) in acc.iter().enumerate() {
+            // (wrapping: past the last real column the lanes are masked off)
+            let d = out.wrapping_add(8 * h);
+            // SAFETY: masked loads and stores touch only the panel's real columns.
             unsafe {
-                let dst = out.add(i * step.ldo);
-                // Masked loads and stores (slow on some CPUs) only in a partial panel.
-                let load = |p: *const f32, h: usize| {
+                let load = |p: *const f32| {
                     if step.full {
                         _mm256_loadu_ps(p)
                     } else {
                         _mm256_maskload_ps(p, step.mask[h])
                     }
                 };
-                for (h, &v) in acc.iter().enumerate() {
-                    // (wrapping: past the last real column the lanes are masked off)
-                    let d = dst.wrapping_add(8 * h);
-                    let mut v = v;
-                    if !step.first {
-                        v = _mm256_add_ps(v, load(d, h));
+                let mut v = v;
+                if !step.first {
+                    v = _mm256_add_ps(v, load(d));
+                }
+                if step.last {
+                    v = _mm256_add_ps(v, step.bias[h]);
+                    if let Some(res) = step.residual {
+                        let at = row * step.n + step.col + 8 * h;
+                        v = _mm256_add_ps(v, load(res.as_ptr().wrapping_add(at)));
                     }
-                    if step.last {
-                        v = _mm256_add_ps(v, step.bias[h]);
-                        if let Some(res) = step.residual {
-                            let at = (row + i) * step.n + step.col + 8 * h;
-                            v = _mm256_add_ps(v, load(res.as_ptr().wrapping_add(at), h));
-                        }
-                        if step.silu {
-                            v = crate::avx2::silu(v);
-                        }
+                    if step.silu {
+                        v = crate::avx2::silu(v);
                     }
-                    if step.full {
-                        _mm256_storeu_ps(d, v);
-                    } else {
-                        _mm256_maskstore_ps(d, step.mask[h], v);
-                    }
+                }
+                if step.full {
+                    _mm256_storeu_ps(d, v);
+                } else {
+                    _mm256_maskstore_ps(d, step.mask[h], v);
                 }
             }
         }

@@ -185,18 +185,44 @@ pub mod avx2 {
             _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
             _mm256_set1_ps(88.0),
         );
+        exp_in_range::<false>(x)
+    }
+
+    /// `e^x` (`e^-x` if `NEG`: the same operations on the negated value, bit for bit, without
+    /// negating it first) for `x` in [-87, 88] ([-88, 87] if `NEG`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_in_range<const NEG: bool>(x: __m256) -> __m256 {
         // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
         let round = _mm256_set1_ps(12_582_912.0);
-        // n = round(x * 8 / ln 2); |n| <= 1016
-        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(8.0 * std::f32::consts::LOG2_E), round);
+        let log2e8 = _mm256_set1_ps(8.0 * std::f32::consts::LOG2_E);
+        // n = round(±x * 8 / ln 2); |n| <= 1016
+        let t = if NEG {
+            _mm256_fnmadd_ps(x, log2e8, round)
+        } else {
+            _mm256_fmadd_ps(x, log2e8, round)
+        };
         let n = _mm256_sub_ps(t, round);
-        // ln 2 / 8 split so that n * HI is exact (HI has 12 significant bits)
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.086_639_404), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(3.993_273e-6), r);
+        // ln 2 / 8 split so that n * HI is exact (HI has 12 significant bits); `r` is the
+        // remainder (its negation if `NEG`)
+        let (hi, lo) = (_mm256_set1_ps(0.086_639_404), _mm256_set1_ps(3.993_273e-6));
+        let r = if NEG {
+            _mm256_fmadd_ps(n, lo, _mm256_fmadd_ps(n, hi, x))
+        } else {
+            _mm256_fnmadd_ps(n, lo, _mm256_fnmadd_ps(n, hi, x))
+        };
         // e^r = 1 + r + r^2 (1/2 + r/6 + r^2/24)
         let r2 = _mm256_mul_ps(r, r);
-        let low = _mm256_add_ps(r, _mm256_set1_ps(1.0));
-        let high = _mm256_fmadd_ps(r, _mm256_set1_ps(1.0 / 6.0), _mm256_set1_ps(0.5));
+        let (one, sixth, half) = (
+            _mm256_set1_ps(1.0),
+            _mm256_set1_ps(1.0 / 6.0),
+            _mm256_set1_ps(0.5),
+        );
+        let (low, high) = if NEG {
+            (_mm256_sub_ps(one, r), _mm256_fnmadd_ps(r, sixth, half))
+        } else {
+            (_mm256_add_ps(r, one), _mm256_fmadd_ps(r, sixth, half))
+        };
         let high = _mm256_fmadd_ps(r2, _mm256_set1_ps(1.0 / 24.0), high);
         let p = _mm256_fmadd_ps(high, r2, low);
         // 2^(n / 8): the table entry for n mod 8 (the low three bits), its exponent raised
@@ -227,12 +253,11 @@ pub mod avx2 {
     pub fn silu(x: __m256) -> __m256 {
         // No saturation masks (a fifth of the work): past 87 the quotient is x already (e^-87
         // is nothing next to 1); below -88 the numerator is held at -88 (max keeps a NaN), so
-        // that the result, within 6e-37 of the true one, stays near 0 for x far below.
-        let e = exp_clamped(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        _mm256_div_ps(
-            _mm256_max_ps(_mm256_set1_ps(-88.0), x),
-            _mm256_add_ps(_mm256_set1_ps(1.0), e),
-        )
+        // that the result, within 6e-37 of the true one, stays near 0 for x far below. The
+        // exponent is that numerator held below 87 (a NaN reads as 87).
+        let x = _mm256_max_ps(_mm256_set1_ps(-88.0), x);
+        let e = exp_in_range::<true>(_mm256_min_ps(x, _mm256_set1_ps(87.0)));
+        _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     }
 
     /// `x / 2 * (1 + erf(x / sqrt 2))` lane by lane, `erf` as the portable one (Abramowitz &
