@@ -11,7 +11,10 @@
 //! * stem: im2col (the fixed `(0, 1, 0, 1)` padding read as zeros) + product with bias and
 //!   SiLU applied in registers;
 //! * expansion: product on `[H*W, C]` rows, bias + SiLU in registers, written as panels of 16
-//!   channels (`[C / 16, H, W, 16]`, [`host_ops::gemm::gemm_panels`]);
+//!   channels (`[C / 16, H, W, 16]`, [`host_ops::gemm::gemm_panels`]); on the large early
+//!   maps, band by band into a ring of the rows the depthwise convolution needs next (see
+//!   [`Depthwise::apply_expanded`]), so that the expanded map (up to 16 MB) never goes to
+//!   memory whole;
 //! * depthwise: direct convolution, padding read as zeros, + bias + SiLU, summing each
 //!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
 //!   CPU has it): on an expansion's panels, panel by panel along each row, four pixels at a
@@ -423,31 +426,16 @@ impl HostBlock {
     }
 
     fn forward(&self, net: &HostNet, x: Map) -> Map {
-        let pixels = x.height * x.width;
-        // The expansion's output in panels of 16 channels (the layout the depthwise kernel
-        // reads best), SiLU applied.
-        let expanded = self.expansion.as_ref().map(|e| {
-            let mut out = net.take(pixels * e.weight.n().div_ceil(PANEL) * PANEL);
-            let epilogue = Epilogue {
-                bias: Some(&e.bias),
-                residual: None,
-                silu: true,
-            };
-            gemm_panels(&x.data, &e.weight, &mut out, epilogue);
-            out
-        });
-        let (input, layout) = match &expanded {
-            Some(buf) => (&buf[..], Layout::Panels),
-            None => (&x.data[..], Layout::Nhwc),
-        };
-        let (mut h, sums) = self.depthwise.apply(net, input, layout, x.height, x.width);
         let dw = &self.depthwise;
-        let [pt, pl, pb, pr] = dw.padding;
-        let ho = (x.height + pt + pb - dw.kernel) / dw.stride + 1;
-        let wo = (x.width + pl + pr - dw.kernel) / dw.stride + 1;
-        if let Some(buf) = expanded {
-            net.give(buf);
-        }
+        let (ho, wo) = dw.output_size(x.height, x.width);
+        let (mut h, sums) = match &self.expansion {
+            Some(e) => {
+                let band = (x.height * x.width >= BAND_MIN_PIXELS)
+                    .then(|| BAND_PIXELS.div_ceil(wo.max(1)).max(1));
+                dw.apply_expanded(net, e, &x, band)
+            }
+            None => dw.apply(net, &x.data, Layout::Nhwc, x.height, x.width),
+        };
         let scale = self.squeeze_excite.scale(&sums, (ho * wo) as f32);
 
         let p = &self.projection;
@@ -482,6 +470,15 @@ impl HostBlock {
     }
 }
 
+/// Expansions whose input map has at least this many pixels run band by band (see
+/// [`Depthwise::apply_expanded`]): the 144x144, 72x72 and 36x36 maps of align-base, whose
+/// expanded maps (2.5 to 16 MB) do not stay in cache; on smaller maps the weights are the
+/// larger part, and bands would read them once per band.
+const BAND_MIN_PIXELS: usize = 1024;
+/// Output pixels per band, in whole rows (at least one): a product of about 300 rows, and a
+/// ring of `(rows - 1) * stride + kernel` expansion rows (500 KB to 1 MB on align-base).
+const BAND_PIXELS: usize = 288;
+
 impl SqueezeExcite {
     /// `sigmoid(expand(silu(reduce(mean))))`, per channel.
     fn scale(&self, sums: &[f32], pixels: f32) -> Vec<f32> {
@@ -515,16 +512,89 @@ const PANEL: usize = 16;
 enum Layout {
     /// `[height, width, channels]`
     Nhwc,
-    /// `[channels / 16, height, width, 16]` (an expansion's output, written so by
+    /// `[channels / 16, rows, width, 16]` (an expansion's output, written so by
     /// [`host_ops::gemm::gemm_panels`]): a panel's rows are contiguous, which keeps a block of
-    /// channels and its weights in L1 while the kernel walks a row of pixels.
-    Panels,
+    /// channels and its weights in L1 while the kernel walks a row of pixels. Input row `y`
+    /// is held at row `y % rows`: all `height` rows, or a ring of the rows a band of output
+    /// rows reads.
+    Panels { rows: usize },
 }
 
 impl Depthwise {
     /// Channels held by the weights: `channels` rounded up to whole panels.
     fn padded(&self) -> usize {
         self.channels.div_ceil(PANEL) * PANEL
+    }
+
+    /// Output height and width on a `height` x `width` input.
+    fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let [pt, pl, pb, pr] = self.padding;
+        let (k, s) = (self.kernel, self.stride);
+        (
+            (height + pt + pb - k) / s + 1,
+            (width + pl + pr - k) / s + 1,
+        )
+    }
+
+    /// The expansion `e` of `x` (bias + SiLU, as panels of 16 channels), then [`Self::apply`]
+    /// on it. With `band`, the output rows go in bands of that many rows, each convolved from
+    /// a ring buffer of the expansion rows it reads: the rows not yet expanded are computed
+    /// into it first (each row once, wrapping around the ring), overwriting rows that no
+    /// later band reads. Every value is computed by the same kernels with the same additions
+    /// in the same order as without bands: only where the expanded rows live changes (a ring
+    /// that stays in cache instead of the whole map in memory).
+    fn apply_expanded(
+        &self,
+        net: &HostNet,
+        e: &Pointwise,
+        x: &Map,
+        band: Option<usize>,
+    ) -> (Buf, Vec<f32>) {
+        let (height, width, cin) = (x.height, x.width, x.channels);
+        let (ho, wo) = self.output_size(height, width);
+        let epilogue = Epilogue {
+            bias: Some(&e.bias),
+            residual: None,
+            silu: true,
+        };
+        let band = band.unwrap_or(ho).clamp(1, ho.max(1));
+        // Input rows a band reads: at most (band - 1) * stride + kernel.
+        let held = ((band - 1) * self.stride + self.kernel).min(height);
+        let row_len = width * PANEL;
+        let mut ring = net.take(e.weight.n().div_ceil(PANEL) * held * row_len);
+        let c = self.channels;
+        let mut out = net.take(ho * wo * c);
+        let mut row_sums = vec![0.0f32; ho * c];
+        let [pt, ..] = self.padding;
+        // input rows expanded so far
+        let mut done = 0;
+        for oy0 in (0..ho).step_by(band) {
+            let oy1 = (oy0 + band).min(ho);
+            // this band reads input rows below `need` and none below `need - held`
+            let need = ((oy1 - 1) * self.stride + self.kernel)
+                .saturating_sub(pt)
+                .min(height);
+            while done < need {
+                let slot = done % held;
+                let end = need.min(done + held - slot);
+                gemm_panels(
+                    &x.data[done * width * cin..end * width * cin],
+                    &e.weight,
+                    &mut ring[slot * row_len..],
+                    held * row_len,
+                    epilogue,
+                );
+                done = end;
+            }
+            let layout = Layout::Panels { rows: held };
+            let (rows, sums) = (
+                &mut out[oy0 * wo * c..oy1 * wo * c],
+                &mut row_sums[oy0 * c..oy1 * c],
+            );
+            self.rows(rows, sums, oy0, &ring, layout, height, width);
+        }
+        net.give(ring);
+        (out, Self::sum_rows(&row_sums, c))
     }
 
     /// Depthwise convolution + bias + SiLU of `input` (`[height, width, C]` or panels, see
@@ -538,28 +608,57 @@ impl Depthwise {
         width: usize,
     ) -> (Buf, Vec<f32>) {
         let c = self.channels;
-        let [pt, pl, pb, pr] = self.padding;
-        let (k, s) = (self.kernel, self.stride);
-        let ho = (height + pt + pb - k) / s + 1;
-        let wo = (width + pl + pr - k) / s + 1;
+        let (ho, wo) = self.output_size(height, width);
+        let mut out = net.take(ho * wo * c);
+        let mut row_sums = vec![0.0f32; ho * c];
+        self.rows(&mut out, &mut row_sums, 0, input, layout, height, width);
+        (out, Self::sum_rows(&row_sums, c))
+    }
+
+    /// Output rows `oy0..` (as many as `out` holds, `[rows, wo, C]`) in parallel, each row's
+    /// channel sums into its row of `row_sums` (added up in row order by [`Self::sum_rows`],
+    /// so that the result does not depend on how rayon splits the rows).
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &self,
+        out: &mut [f32],
+        row_sums: &mut [f32],
+        oy0: usize,
+        input: &[f32],
+        layout: Layout,
+        height: usize,
+        width: usize,
+    ) {
+        let c = self.channels;
+        let (_, wo) = self.output_size(height, width);
         let need = match layout {
             Layout::Nhwc => height * width * c,
-            Layout::Panels => height * width * self.padded(),
+            Layout::Panels { rows } => {
+                assert!(rows > 0 && rows <= height, "panel rows outside 1..=height");
+                rows * width * self.padded()
+            }
         };
         assert!(input.len() >= need, "depthwise input too short");
-        let mut out = net.take(ho * wo * c);
-        // Per-row channel sums, added up in row order afterwards so that the result does not
-        // depend on how rayon splits the rows.
-        let mut row_sums = vec![0.0f32; ho * c];
+        assert_eq!(
+            out.len() / (wo * c),
+            row_sums.len() / c,
+            "one sum row per output row"
+        );
         out.par_chunks_mut(wo * c)
             .zip(row_sums.par_chunks_mut(c))
             .enumerate()
-            .for_each(|(oy, (row, sums))| self.row(row, sums, oy, input, layout, height, width));
+            .for_each(|(i, (row, sums))| {
+                self.row(row, sums, oy0 + i, input, layout, height, width)
+            });
+    }
+
+    /// The per-channel sums of the rows of `row_sums` (`[rows, c]`), added in row order.
+    fn sum_rows(row_sums: &[f32], c: usize) -> Vec<f32> {
         let mut sums = vec![0.0f32; c];
         for row in row_sums.chunks_exact(c) {
             sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
         }
-        (out, sums)
+        sums
     }
 
     /// Output row `oy` (`[wo, C]`): bias + the taps that fall inside the input (padding reads
@@ -581,7 +680,9 @@ impl Depthwise {
             unsafe {
                 match layout {
                     Layout::Nhwc => self.row_avx2(row, sums, oy, input, height, width),
-                    Layout::Panels => self.row_panels_avx2(row, sums, oy, input, height, width),
+                    Layout::Panels { rows } => {
+                        self.row_panels_avx2(row, sums, oy, input, rows, height, width)
+                    }
                 }
             }
             return;
@@ -702,14 +803,17 @@ impl Depthwise {
     /// taps fall inside the input (each weight load serves four pixels), else pixel by pixel;
     /// bias, SiLU and the channel sums (in registers for the whole row) before each value is
     /// stored once. Per value, the same additions in the same order as [`Self::row_avx2`].
+    /// `input` holds `held` rows per panel ([`Layout::Panels`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn row_panels_avx2(
         &self,
         row: &mut [f32],
         sums: &mut [f32],
         oy: usize,
         input: &[f32],
+        held: usize,
         height: usize,
         width: usize,
     ) {
@@ -720,11 +824,15 @@ impl Depthwise {
         let (k, s) = (self.kernel, self.stride);
         let [pt, pl, ..] = self.padding;
         let wo = row.len() / c;
-        let plane = height * width * PANEL;
+        let plane = held * width * PANEL;
         assert!(row.len() == wo * c && sums.len() == c && input.len() >= plane * (cp / PANEL));
-        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
         let ky0 = pt.saturating_sub(oy * s);
         let ky1 = k.min((height + pt).saturating_sub(oy * s));
+        // Where input row `oy * s + ky0 - pt` is held; each next tap row is the next row of
+        // the ring.
+        let first_row = (oy * s + ky0 - pt) % held;
+        let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
         // Pixels oxl..oxr have all their taps' columns inside the input.
         let oxl = pl.div_ceil(s).min(wo);
         let oxr = match (width + pl).checked_sub(k) {
@@ -767,8 +875,10 @@ impl Depthwise {
                 while ox < wo {
                     if ox >= oxl && ox + TILE <= oxr {
                         let mut acc = [b; TILE];
+                        let mut iy = first_row;
                         for ky in ky0..ky1 {
-                            let xrow = src.add(((oy * s + ky - pt) * width + ox * s - pl) * PANEL);
+                            let xrow = src.add((iy * width + ox * s - pl) * PANEL);
+                            iy = next_row(iy);
                             let wrow = wt.add(ky * k * cp + cb);
                             for kx in 0..k {
                                 let w0 = _mm256_loadu_ps(wrow.add(kx * cp));
@@ -792,10 +902,12 @@ impl Depthwise {
                         let kx0 = pl.saturating_sub(ox * s);
                         let kx1 = k.min((width + pl).saturating_sub(ox * s));
                         let mut acc = b;
+                        let mut iy = first_row;
                         for ky in ky0..ky1 {
+                            let at = iy * width + ox * s;
+                            iy = next_row(iy);
                             for kx in kx0..kx1 {
-                                let x = src
-                                    .add(((oy * s + ky - pt) * width + ox * s + kx - pl) * PANEL);
+                                let x = src.add((at + kx - pl) * PANEL);
                                 let w = wt.add((ky * k + kx) * cp + cb);
                                 acc[0] =
                                     _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(w), acc[0]);
@@ -855,7 +967,9 @@ impl Depthwise {
                     {
                         let at = match layout {
                             Layout::Nhwc => (iy * width + ix) * c + j * PANEL,
-                            Layout::Panels => ((j * height + iy) * width + ix) * PANEL,
+                            Layout::Panels { rows } => {
+                                ((j * rows + iy % rows) * width + ix) * PANEL
+                            }
                         };
                         let x = &input[at..at + acc.len()];
                         for ((a, &x), &w) in acc.iter_mut().zip(x).zip(taps) {
@@ -896,6 +1010,25 @@ mod tests {
         out
     }
 
+    /// A depthwise convolution of `c` channels with random weights and bias.
+    fn depthwise(c: usize, k: usize, s: usize, padding: [usize; 4]) -> Depthwise {
+        let padded = c.div_ceil(PANEL) * PANEL;
+        let mut weight = vec![0.0; k * k * padded];
+        for (t, taps) in weight.chunks_mut(padded).enumerate() {
+            taps[..c].copy_from_slice(&values(c, 10 + t as u32));
+        }
+        let mut bias = values(c, 3);
+        bias.resize(padded, 0.0);
+        Depthwise {
+            weight,
+            bias,
+            channels: c,
+            kernel: k,
+            stride: s,
+            padding,
+        }
+    }
+
     /// Output rows and channel sums of `dw` on an `[h, w]` input, through `row`.
     fn run(
         dw: &Depthwise,
@@ -927,21 +1060,7 @@ mod tests {
             (33, 3, 1, [1, 1, 1, 1], (3, 2)),
             (8, 5, 1, [2, 2, 2, 2], (6, 14)),
         ] {
-            let padded = c.div_ceil(PANEL) * PANEL;
-            let mut weight = vec![0.0; k * k * padded];
-            for (t, taps) in weight.chunks_mut(padded).enumerate() {
-                taps[..c].copy_from_slice(&values(c, 10 + t as u32));
-            }
-            let mut bias = values(c, 3);
-            bias.resize(padded, 0.0);
-            let dw = Depthwise {
-                weight,
-                bias,
-                channels: c,
-                kernel: k,
-                stride: s,
-                padding,
-            };
+            let dw = depthwise(c, k, s, padding);
             let x = values(h * w * c, 7);
             let panels = to_panels(&x, h * w, c);
             let portable = |input: &[f32], layout| {
@@ -954,7 +1073,36 @@ mod tests {
                 })
             };
             let want = portable(&x, Layout::Nhwc);
-            let mut got = vec![("portable, panels", portable(&panels, Layout::Panels))];
+            let full = Layout::Panels { rows: h };
+            let mut got = vec![("portable, panels", portable(&panels, full))];
+            // Each output row from a ring of k + 1 rows holding the rows it reads (row y at
+            // y % (k + 1)); the other rows NaN.
+            let held = (k + 1).min(h);
+            let ring_for = |oy: usize| {
+                let row = w * PANEL;
+                let mut ring = vec![f32::NAN; c.div_ceil(PANEL) * held * row];
+                for ky in 0..k {
+                    let Some(y) = (oy * s + ky).checked_sub(padding[0]).filter(|&y| y < h) else {
+                        continue;
+                    };
+                    for p in 0..c.div_ceil(PANEL) {
+                        let (src, dst) = ((p * h + y) * row, (p * held + y % held) * row);
+                        ring[dst..dst + row].copy_from_slice(&panels[src..src + row]);
+                    }
+                }
+                ring
+            };
+            let ring = Layout::Panels { rows: held };
+            got.push((
+                "portable, ring",
+                run(&dw, (h, w), |r, sums, oy| {
+                    dw.row_generic(r, oy, &ring_for(oy), ring, h, w);
+                    host::silu_inplace(r);
+                    for px in r.chunks_exact(c) {
+                        sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+                    }
+                }),
+            ));
             #[cfg(target_arch = "x86_64")]
             if host_ops::has_avx2_fma() {
                 // SAFETY: the CPU has AVX2 and FMA.
@@ -963,10 +1111,15 @@ mod tests {
                 });
                 // SAFETY: as above.
                 let on_panels = run(&dw, (h, w), |r, sums, oy| unsafe {
-                    dw.row_panels_avx2(r, sums, oy, &panels, h, w)
+                    dw.row_panels_avx2(r, sums, oy, &panels, h, h, w)
                 });
-                // The two AVX2 kernels add the same values in the same order.
+                // SAFETY: as above.
+                let on_ring = run(&dw, (h, w), |r, sums, oy| unsafe {
+                    dw.row_panels_avx2(r, sums, oy, &ring_for(oy), held, h, w)
+                });
+                // The AVX2 kernels add the same values in the same order.
                 assert_eq!(nhwc, on_panels, "c {c} k {k} s {s}: AVX2 layouts differ");
+                assert_eq!(nhwc, on_ring, "c {c} k {k} s {s}: AVX2 on a ring differs");
                 got.push(("AVX2", nhwc));
             }
             for (what, (out, sums)) in got {
@@ -976,6 +1129,74 @@ mod tests {
                         "c {c} k {k} s {s} {what}: {a} vs {b}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Expansion + depthwise in bands of output rows (a ring of expansion rows, wrapping
+    /// around) gives, bit for bit, what one pass over the whole map gives: both strides and
+    /// kernel sizes, asymmetric padding, bands of one row up to more than the map.
+    #[test]
+    fn expansion_in_bands_equals_one_pass_over_the_map() {
+        // a network without layers: its buffer pool only
+        let net = HostNet {
+            stem: Stem {
+                conv: Pointwise {
+                    weight: Packed::from_out_in(&[], 0, 0),
+                    bias: Vec::new(),
+                },
+                in_channels: 0,
+                kernel: 1,
+                stride: 1,
+                padding: [0; 4],
+            },
+            blocks: Vec::new(),
+            top: None,
+            pooling: PoolingType::Mean,
+            pool: Mutex::new(Vec::new()),
+        };
+        for &(cin, cexp, k, s, padding, (h, w)) in &[
+            (
+                8usize,
+                40usize,
+                3usize,
+                1usize,
+                [1, 1, 1, 1],
+                (23usize, 19usize),
+            ),
+            (6, 24, 5, 1, [2, 2, 2, 2], (17, 11)),
+            (5, 33, 3, 2, [0, 0, 1, 1], (21, 13)),
+            (7, 16, 5, 2, [1, 1, 2, 2], (18, 9)),
+        ] {
+            let e = Pointwise {
+                weight: Packed::from_out_in(&values(cexp * cin, 1), cexp, cin),
+                bias: values(cexp, 2),
+            };
+            let dw = depthwise(cexp, k, s, padding);
+            let x = Map {
+                data: Buf {
+                    vec: values(h * w * cin, 4),
+                    len: h * w * cin,
+                },
+                height: h,
+                width: w,
+                channels: cin,
+            };
+            let (whole, whole_sums) = dw.apply_expanded(&net, &e, &x, None);
+            for band in [1, 2, 3, 7, 40] {
+                let (out, sums) = dw.apply_expanded(&net, &e, &x, Some(band));
+                let same = |a: &[f32], b: &[f32]| {
+                    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+                };
+                assert!(
+                    same(&out, &whole),
+                    "k {k} s {s} band {band}: outputs differ"
+                );
+                assert!(
+                    same(&sums, &whole_sums),
+                    "k {k} s {s} band {band}: sums differ"
+                );
+                net.give(out);
             }
         }
     }

@@ -83,7 +83,7 @@ fn products(c: &mut Criterion) {
             b.iter(|| {
                 next = (next + 1) % weights.len();
                 match kind {
-                    'e' => gemm_panels(&a, &weights[next], &mut out, epilogue),
+                    'e' => gemm_panels(&a, &weights[next], &mut out, m * 16, epilogue),
                     _ => gemm(&a, &weights[next], &mut out[..m * n], epilogue),
                 }
                 black_box(&out);

@@ -123,16 +123,25 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
     gemm_on(a, w, out, epilogue, Layout::Rows, crate::has_avx2_fma());
 }
 
-/// [`gemm()`] with `out` written as panels of 16 columns, `[ceil(n / 16), m, 16]`: value `(i, j)`
-/// at `(j / 16) * m * 16 + i * 16 + j % 16` (what a kernel walking 16 channels of an image at
-/// a time reads contiguously). The last panel's padding columns are the epilogue of zero
+/// [`gemm()`] with `out` written as panels of 16 columns, each `[m, 16]`, panel `p` starting
+/// at `p * stride` (`stride >= m * 16`): value `(i, j)` at `(j / 16) * stride + i * 16 + j % 16`
+/// (what a kernel walking 16 channels of an image at a time reads contiguously; with
+/// `stride = m * 16` the panels are `[ceil(n / 16), m, 16]`, a larger stride writes `m` rows
+/// into panels of more rows). The last panel's padding columns are the epilogue of zero
 /// (zero, or SiLU of zero: also zero). No residual.
-pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
+pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], stride: usize, epilogue: Epilogue) {
     assert!(
         epilogue.residual.is_none(),
         "no residual in the panel layout"
     );
-    gemm_on(a, w, out, epilogue, Layout::Panels, crate::has_avx2_fma());
+    gemm_on(
+        a,
+        w,
+        out,
+        epilogue,
+        Layout::Panels { stride },
+        crate::has_avx2_fma(),
+    );
 }
 
 /// How the output is laid out.
@@ -140,8 +149,8 @@ pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
 enum Layout {
     /// `[m, n]` row-major
     Rows,
-    /// `[ceil(n / 16), m, 16]`
-    Panels,
+    /// panels of `[m, 16]`, `stride` values apart
+    Panels { stride: usize },
 }
 
 /// [`gemm()`] / [`gemm_panels`], with the AVX2+FMA kernel or without (`avx2` true only where the
@@ -152,17 +161,19 @@ fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, layout: L
         Some(m) => m,
         None => match layout {
             Layout::Rows => out.len().checked_div(n).unwrap_or(0),
-            Layout::Panels => out.len().checked_div(n.div_ceil(NR) * NR).unwrap_or(0),
+            Layout::Panels { stride } => stride / NR,
         },
     };
     assert_eq!(a.len(), m * k, "a is not [m, k]");
     match layout {
         Layout::Rows => assert_eq!(out.len(), m * n, "out is not [m, n]"),
-        Layout::Panels => assert_eq!(
-            out.len(),
-            n.div_ceil(NR) * m * NR,
-            "out is not [n / 16, m, 16]"
-        ),
+        Layout::Panels { stride } => {
+            assert!(stride >= m * NR, "panel stride below m * 16");
+            assert!(
+                n == 0 || out.len() >= (n.div_ceil(NR) - 1) * stride + m * NR,
+                "out does not hold n / 16 panels of [m, 16] at the stride"
+            );
+        }
     }
     if let Some(b) = epilogue.bias {
         assert_eq!(b.len(), n, "bias is not [n]");
@@ -239,11 +250,11 @@ unsafe fn task(
         // (in the panel layout the zero-padded columns are computed too).
         let (cols, ld) = match layout {
             Layout::Rows => (NR.min(n - col), n),
-            Layout::Panels => (NR, NR),
+            Layout::Panels { .. } => (NR, NR),
         };
         let at = |r: usize| match layout {
             Layout::Rows => r * n + col,
-            Layout::Panels => col * m + r * NR,
+            Layout::Panels { stride } => panel * stride + r * NR,
         };
         let real = NR.min(n - col);
         // SAFETY: the block (rows, col..col + cols) of the output is this task's; the panel
@@ -356,12 +367,12 @@ mod avx2 {
                         _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lanes),
                     ],
                     // (the panel layout has room for the padding columns: zeros are stored)
-                    full: cols == NR || layout == Layout::Panels,
+                    full: cols == NR || layout != Layout::Rows,
                     col,
                     n,
                     ldo: match layout {
                         Layout::Rows => n,
-                        Layout::Panels => NR,
+                        Layout::Panels { .. } => NR,
                     },
                     silu: epilogue.silu,
                     residual: epilogue.residual,
@@ -383,7 +394,7 @@ mod avx2 {
                         let a0 = a.as_ptr().add(r * k + k0);
                         let o = match layout {
                             Layout::Rows => out.add(r * n + col),
-                            Layout::Panels => out.add(col * m + r * NR),
+                            Layout::Panels { stride } => out.add(panel * stride + r * NR),
                         };
                         match rows.end - r {
                             1 => kernel::<1>(a0, k, bp, o, r, &step),
@@ -605,20 +616,25 @@ mod tests {
                     silu,
                 };
                 gemm_on(&a, &packed, &mut out, epilogue, Layout::Rows, avx2);
-                // The panel layout (no residual there), back in rows; its padding columns
-                // must be zeros.
+                // The panel layout (no residual there), back in rows, with panels of m
+                // rows and with panels of m + 3 rows (the last 3 not written); the padding
+                // columns must be zeros.
                 let panels = n.div_ceil(NR);
-                let mut in_panels = vec![f32::NAN; panels * m * NR];
-                if !res_on {
-                    gemm_on(&a, &packed, &mut in_panels, epilogue, Layout::Panels, avx2);
-                    for i in 0..m {
-                        for j in 0..panels * NR {
-                            let v = in_panels[(j / NR) * m * NR + i * NR + j % NR];
-                            if j < n {
-                                assert_eq!(v.to_bits(), out[i * n + j].to_bits(), "panel layout");
-                            } else {
-                                assert_eq!(v, 0.0, "padding column {j}");
-                            }
+                for stride in [m * NR, (m + 3) * NR] {
+                    if res_on {
+                        break;
+                    }
+                    let mut in_panels = vec![f32::NAN; (panels - 1) * stride + m * NR];
+                    let layout = Layout::Panels { stride };
+                    gemm_on(&a, &packed, &mut in_panels, epilogue, layout, avx2);
+                    for (at, v) in in_panels.iter().enumerate() {
+                        let (i, j) = ((at % stride) / NR, (at / stride) * NR + at % NR);
+                        if i >= m {
+                            assert!(v.is_nan(), "row {i} past m written");
+                        } else if j < n {
+                            assert_eq!(v.to_bits(), out[i * n + j].to_bits(), "panel layout");
+                        } else {
+                            assert_eq!(*v, 0.0, "padding column {j}");
                         }
                     }
                 }
