@@ -25,6 +25,8 @@ Batches: images 8, texts 32 (the CLI's defaults on flex); ONNX Runtime also runs
 at a time (batch 1), and the ratio is taken against its faster setting. Threads: all cores for
 every runtime.
 Each round runs every system once (images, then texts); medians over rounds are reported.
+With --baseline, a second build runs in every round too (before ours in odd rounds, after in
+even ones), and the per-round ratios to ONNX Runtime and between the builds are printed.
 Our embeddings are checked against PyTorch's on the same inputs (max abs diff printed), and
 every system's against PyTorch run in float64 (what float32 rounding costs each).
 """
@@ -190,6 +192,9 @@ def main():
     ap.add_argument("--device", default="flex", help="our backend (flex, ndarray, wgpu)")
     ap.add_argument("--skip-torch", action="store_true", help="leave PyTorch eager out")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--baseline", help="another `align` binary (e.g. a build of an earlier "
+                    "commit), run right after ours in every round: the same machine minutes "
+                    "for both builds and ONNX Runtime")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -325,20 +330,29 @@ def main():
         del model64, vision64, text64
 
         out_img, out_txt = os.path.join(tmp, "img.npy"), os.path.join(tmp, "txt.npy")
-        results = {k: [] for k in ["ours_img", "ort_img", "ort_img_b1", "torch_img", "ours_txt", "ort_txt64",
-                                   "ort_txt_longest", "ort_txt_grouped", "torch_txt64"]}
+        results = {k: [] for k in ["ours_img", "base_img", "ort_img", "ort_img_b1", "torch_img",
+                                   "ours_txt", "base_txt", "ort_txt64", "ort_txt_longest",
+                                   "ort_txt_grouped", "torch_txt64"]}
         loads, rss = [], []
         for r in range(args.rounds):
-            rate, load_s, mem = run_ours(args.align, converted, "embed-images", out_img, paths,
-                                         args.image_batch, args.device)
-            results["ours_img"].append(rate); loads.append(load_s); rss.append(mem)
+            def ours_and_baseline(cmd, out, items, batch, kind):
+                # (with a baseline, odd rounds run it first)
+                runs = [("ours", args.align, out)]
+                if args.baseline:
+                    runs.insert(r % 2, ("base", args.baseline, out + ".base"))
+                for name, binary, path in runs:
+                    rate, load_s, mem = run_ours(binary, converted, cmd, path, items, batch,
+                                                 args.device)
+                    results[f"{name}_{kind}"].append(rate)
+                    if name == "ours":
+                        loads.append(load_s); rss.append(mem)
+
+            ours_and_baseline("embed-images", out_img, paths, args.image_batch, "img")
             results["ort_img"].append(len(paths) / timed(ort_images, img_batches)[0])
             results["ort_img_b1"].append(len(paths) / timed(ort_images, img_singles)[0])
             if not args.skip_torch:
                 results["torch_img"].append(len(paths) / timed(torch_images, img_batches)[0])
-            rate, load_s, mem = run_ours(args.align, converted, "embed-texts", out_txt, texts,
-                                         args.text_batch, args.device)
-            results["ours_txt"].append(rate); loads.append(load_s); rss.append(mem)
+            ours_and_baseline("embed-texts", out_txt, texts, args.text_batch, "txt")
             results["ort_txt64"].append(len(texts) / timed(ort_texts, txt64)[0])
             results["ort_txt_longest"].append(len(texts) / timed(ort_texts, txt_longest)[0])
             results["ort_txt_grouped"].append(len(texts) / timed(ort_texts, txt_grouped)[0])
@@ -375,6 +389,8 @@ def main():
           f"{args.rounds} interleaved rounds, medians")
     print(f"{'':28}{'images/s':>10}{'texts/s':>10}")
     print(f"{'ours (align CLI, e2e)':28}{med['ours_img']:10.2f}{med['ours_txt']:10.2f}")
+    if args.baseline:
+        print(f"{'baseline build (--baseline)':28}{med['base_img']:10.2f}{med['base_txt']:10.2f}")
     print(f"{f'ONNX Runtime (b{args.image_batch}, 64 tok)':28}{med['ort_img']:10.2f}{med['ort_txt64']:10.2f}")
     print(f"{'ONNX Runtime (images b1)':28}{med['ort_img_b1']:10.2f}")
     print(f"{'ONNX Runtime (longest)':28}{'':10}{med['ort_txt_longest']:10.2f}")
@@ -388,6 +404,17 @@ def main():
           f"{med['ours_txt'] / med['ort_txt64']:.2f}x vs 64-token ORT, "
           f"{med['ours_txt'] / med['ort_txt_longest']:.2f}x vs longest-padded ORT, "
           f"{med['ours_txt'] / med['ort_txt_grouped']:.2f}x vs ORT on our batches")
+    if args.baseline:
+        ort_round = [max(a, b) for a, b in zip(results["ort_img"], results["ort_img_b1"])]
+        for name in ["ours", "base"]:
+            r = [x / o for x, o in zip(results[f"{name}_img"], ort_round)]
+            print(f"{name} / ORT's faster setting, images, round by round: " +
+                  ", ".join(f"{x:.2f}" for x in r) + f" (median {statistics.median(r):.2f}x)")
+        paired = [a / b for a, b in zip(results["ours_img"], results["base_img"])]
+        paired_t = [a / b for a, b in zip(results["ours_txt"], results["base_txt"])]
+        print(f"ours / baseline, round by round: images " +
+              ", ".join(f"{x:.3f}" for x in paired) + "; texts " +
+              ", ".join(f"{x:.3f}" for x in paired_t))
     print(f"ours: model load {statistics.median(loads):.2f} s (median), peak RSS "
           f"{max(rss):.0f} MiB (max)")
     print("parity (max abs diff of L2-normalised embeddings vs PyTorch): " +
