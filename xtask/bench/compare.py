@@ -193,8 +193,8 @@ def main():
     ap.add_argument("--skip-torch", action="store_true", help="leave PyTorch eager out")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--baseline", help="another `align` binary (e.g. a build of an earlier "
-                    "commit), run right after ours in every round: the same machine minutes "
-                    "for both builds and ONNX Runtime")
+                    "commit), run next to ours in every round (first in odd rounds, second in "
+                    "even ones): the same machine minutes for both builds and ONNX Runtime")
     args = ap.parse_args()
 
     import onnxruntime as ort

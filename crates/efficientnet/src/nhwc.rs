@@ -434,7 +434,7 @@ impl HostBlock {
                     .then(|| BAND_PIXELS.div_ceil(wo.max(1)).max(1));
                 dw.apply_expanded(net, e, &x, band)
             }
-            None => dw.apply(net, &x.data, Layout::Nhwc, x.height, x.width),
+            None => dw.apply(net, &x.data, x.height, x.width),
         };
         let scale = self.squeeze_excite.scale(&sums, (ho * wo) as f32);
 
@@ -477,7 +477,8 @@ impl HostBlock {
 /// all. On smaller maps the weights are the larger part, which bands would read once each.
 const BAND_MIN_PIXELS: usize = 1024;
 /// Output pixels per band, in whole rows (at least one): a product of about 300 rows, and a
-/// ring of `(rows - 1) * stride + kernel` expansion rows (500 KB to 1 MB on align-base).
+/// ring of `(rows - 1) * stride + kernel` expansion rows (0.5 to 2.3 MB on align-base; the
+/// 2.3 MB ring of the 36x36 stride-2 block holds 33 of its 36 rows).
 const BAND_PIXELS: usize = 288;
 
 impl SqueezeExcite {
@@ -537,8 +538,8 @@ impl Depthwise {
         )
     }
 
-    /// The expansion `e` of `x` (bias + SiLU, as panels of 16 channels), then [`Self::apply`]
-    /// on it. With `band`, the output rows go in bands of that many rows, each convolved from
+    /// The expansion `e` of `x` (bias + SiLU, as panels of 16 channels), then the depthwise
+    /// convolution on it (as [`Self::apply`] on a channels-last input). With `band`, the output rows go in bands of that many rows, each convolved from
     /// a ring buffer of the expansion rows it reads: the rows not yet expanded are computed
     /// into it first (each row once, wrapping around the ring), overwriting rows that no
     /// later band reads. Every value is computed by the same kernels with the same additions
@@ -598,21 +599,22 @@ impl Depthwise {
         (out, Self::sum_rows(&row_sums, c))
     }
 
-    /// Depthwise convolution + bias + SiLU of `input` (`[height, width, C]` or panels, see
-    /// [`Layout`]); returns the output (`[ho, wo, C]`) and its per-channel sums.
-    fn apply(
-        &self,
-        net: &HostNet,
-        input: &[f32],
-        layout: Layout,
-        height: usize,
-        width: usize,
-    ) -> (Buf, Vec<f32>) {
+    /// Depthwise convolution + bias + SiLU of `input` (`[height, width, C]`, a block without
+    /// expansion); returns the output (`[ho, wo, C]`) and its per-channel sums.
+    fn apply(&self, net: &HostNet, input: &[f32], height: usize, width: usize) -> (Buf, Vec<f32>) {
         let c = self.channels;
         let (ho, wo) = self.output_size(height, width);
         let mut out = net.take(ho * wo * c);
         let mut row_sums = vec![0.0f32; ho * c];
-        self.rows(&mut out, &mut row_sums, 0, input, layout, height, width);
+        self.rows(
+            &mut out,
+            &mut row_sums,
+            0,
+            input,
+            Layout::Nhwc,
+            height,
+            width,
+        );
         (out, Self::sum_rows(&row_sums, c))
     }
 
