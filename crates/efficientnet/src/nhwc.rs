@@ -17,10 +17,10 @@
 //!   memory whole;
 //! * depthwise: direct convolution, padding read as zeros, + bias + SiLU, summing each
 //!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
-//!   CPU has it): on an expansion's panels, panel by panel along each row, four pixels at a
-//!   time (a panel's rows and weights stay in L1: on channels-last input, a pixel's 25 taps
-//!   of 1344 channels did not); on a channels-last input (blocks without expansion), pixel
-//!   by pixel;
+//!   CPU has it): on an expansion's panels, panel by panel, each panel through all the output
+//!   rows, four pixels at a time (a panel's rows and weights stay in L1: on channels-last
+//!   input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps of all panels);
+//!   on a channels-last input (blocks without expansion), pixel by pixel;
 //! * squeeze-excite: the two small products (packed too); its per-channel scale is folded
 //!   into the projection weights (or applied to the activations, whichever is less work);
 //! * projection: product + bias + residual add in registers.
@@ -522,6 +522,13 @@ enum Layout {
     Panels { rows: usize },
 }
 
+/// A pointer handed to rayon tasks that write disjoint parts of one buffer.
+#[cfg(target_arch = "x86_64")]
+struct Shared(*mut f32);
+// SAFETY: only used to hand disjoint channels of one buffer to rayon tasks.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for Shared {}
+
 impl Depthwise {
     /// Channels held by the weights: `channels` rounded up to whole panels.
     fn padded(&self) -> usize {
@@ -620,7 +627,10 @@ impl Depthwise {
 
     /// Output rows `oy0..` (as many as `out` holds, `[rows, wo, C]`) in parallel, each row's
     /// channel sums into its row of `row_sums` (added up in row order by [`Self::sum_rows`],
-    /// so that the result does not depend on how rayon splits the rows).
+    /// so that the result does not depend on how rayon splits the work). On a panel-layout
+    /// input with AVX2, panel by panel, each panel through all the rows (its input rows and
+    /// weights stay in L1 from one row to the next: row by row across all panels, the late
+    /// blocks' maps and weights were read from L3 once per output row); else row by row.
     #[allow(clippy::too_many_arguments)]
     fn rows(
         &self,
@@ -647,6 +657,29 @@ impl Depthwise {
             row_sums.len() / c,
             "one sum row per output row"
         );
+        #[cfg(target_arch = "x86_64")]
+        if let (Layout::Panels { rows: held }, true) = (layout, host_ops::has_avx2_fma()) {
+            let rows = oy0..oy0 + out.len() / (wo * c);
+            let (out, row_sums) = (Shared(out.as_mut_ptr()), Shared(row_sums.as_mut_ptr()));
+            (0..c.div_ceil(PANEL)).into_par_iter().for_each(|panel| {
+                let (out, row_sums) = (&out, &row_sums);
+                // SAFETY: the CPU has AVX2 and FMA; `out` and `row_sums` hold `rows.len()`
+                // rows (checked above), of which each task writes only its panel's channels.
+                unsafe {
+                    self.panel_rows_avx2(
+                        out.0,
+                        row_sums.0,
+                        rows.clone(),
+                        panel,
+                        input,
+                        held,
+                        height,
+                        width,
+                    )
+                }
+            });
+            return;
+        }
         out.par_chunks_mut(wo * c)
             .zip(row_sums.par_chunks_mut(c))
             .enumerate()
@@ -665,7 +698,8 @@ impl Depthwise {
     }
 
     /// Output row `oy` (`[wo, C]`): bias + the taps that fall inside the input (padding reads
-    /// as zero), then SiLU; adds each channel's outputs to `sums`.
+    /// as zero), then SiLU; adds each channel's outputs to `sums`. (With AVX2, a panel-layout
+    /// input goes panel by panel instead: [`Self::rows`].)
     #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
@@ -678,16 +712,9 @@ impl Depthwise {
         width: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if host_ops::has_avx2_fma() {
-            // SAFETY: the CPU supports the features the functions are compiled for.
-            unsafe {
-                match layout {
-                    Layout::Nhwc => self.row_avx2(row, sums, oy, input, height, width),
-                    Layout::Panels { rows } => {
-                        self.row_panels_avx2(row, sums, oy, input, rows, height, width)
-                    }
-                }
-            }
+        if layout == Layout::Nhwc && host_ops::has_avx2_fma() {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { self.row_avx2(row, sums, oy, input, height, width) };
             return;
         }
         self.row_generic(row, oy, input, layout, height, width);
@@ -801,20 +828,26 @@ impl Depthwise {
         }
     }
 
-    /// [`Self::row`] on a panel-layout input, with AVX2 registers: panel by panel (16
-    /// channels, whose weights stay in L1), along the row four pixels at a time where all
-    /// taps fall inside the input (each weight load serves four pixels), else pixel by pixel;
-    /// bias, SiLU and the channel sums (in registers for the whole row) before each value is
-    /// stored once. Per value, the same additions in the same order as [`Self::row_avx2`].
-    /// `input` holds `held` rows per panel ([`Layout::Panels`]).
+    /// Output rows `rows` of one panel (16 channels) on a panel-layout input, with AVX2
+    /// registers: along each row four pixels at a time where all taps fall inside the input
+    /// (each weight load serves four pixels), else pixel by pixel; bias, SiLU and the row's
+    /// channel sums (in registers along the row) before each value is stored once. Per value,
+    /// the same additions in the same order as [`Self::row_avx2`]. `input` holds `held` rows
+    /// per panel ([`Layout::Panels`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `out` points to `rows.len()` output rows (`[wo, C]` each)
+    /// and `row_sums` to as many rows of `C` sums, whose channels of `panel` no one else
+    /// reads or writes during the call.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn row_panels_avx2(
+    unsafe fn panel_rows_avx2(
         &self,
-        row: &mut [f32],
-        sums: &mut [f32],
-        oy: usize,
+        out: *mut f32,
+        row_sums: *mut f32,
+        rows: std::ops::Range<usize>,
+        panel: usize,
         input: &[f32],
         held: usize,
         height: usize,
@@ -826,16 +859,11 @@ impl Depthwise {
         let cp = self.padded();
         let (k, s) = (self.kernel, self.stride);
         let [pt, pl, ..] = self.padding;
-        let wo = row.len() / c;
+        let (_, wo) = self.output_size(height, width);
         let plane = held * width * PANEL;
-        assert!(row.len() == wo * c && sums.len() == c && input.len() >= plane * (cp / PANEL));
+        let cb = panel * PANEL;
+        assert!(cb < c && input.len() >= plane * (cp / PANEL));
         assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
-        let ky0 = pt.saturating_sub(oy * s);
-        let ky1 = k.min((height + pt).saturating_sub(oy * s));
-        // Where input row `oy * s + ky0 - pt` is held; each next tap row is the next row of
-        // the ring.
-        let first_row = (oy * s + ky0 - pt) % held;
-        let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
         // Pixels oxl..oxr have all their taps' columns inside the input.
         let oxl = pl.div_ceil(s).min(wo);
         let oxr = match (width + pl).checked_sub(k) {
@@ -843,36 +871,44 @@ impl Depthwise {
             None => 0,
         }
         .max(oxl);
-        let (inp, wt, bias) = (input.as_ptr(), self.weight.as_ptr(), self.bias.as_ptr());
-        let (out, sum) = (row.as_mut_ptr(), sums.as_mut_ptr());
-        // SAFETY (all loads and stores below): a panel's input rows lie inside `input` (taps
-        // inside the kernel, pixels inside ky0..ky1 and the columns checked per pixel or
-        // tile), weights and bias are padded to whole panels, and outputs and sums are stored
-        // with the panel's real channels only (`mask`): the lengths asserted above.
+        let src = input[panel * plane..].as_ptr();
+        let wt = self.weight[cb..].as_ptr();
+        let real = (c - cb).min(PANEL) as i32;
+        // SAFETY (all loads and stores below): the panel's input rows lie inside `input`
+        // (taps inside the kernel, pixels inside ky0..ky1 and the columns checked per pixel or
+        // tile), weights and bias are padded to whole panels (asserted above), and outputs and
+        // sums are stored with the panel's real channels only (`mask`), inside the rows the
+        // caller hands over.
         unsafe {
-            for cb in (0..c).step_by(PANEL) {
-                let real = (c - cb).min(PANEL) as i32;
-                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                let mask = [
-                    _mm256_cmpgt_epi32(_mm256_set1_epi32(real), lanes),
-                    _mm256_cmpgt_epi32(_mm256_set1_epi32(real - 8), lanes),
-                ];
-                let full = real == PANEL as i32;
-                let store = |p: *mut f32, h: usize, v: __m256| {
-                    if full {
-                        _mm256_storeu_ps(p, v)
-                    } else {
-                        _mm256_maskstore_ps(p, mask[h], v)
-                    }
-                };
-                let src = inp.add((cb / PANEL) * plane);
-                let b = [
-                    _mm256_loadu_ps(bias.add(cb)),
-                    _mm256_loadu_ps(bias.add(cb + 8)),
-                ];
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = [
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(real), lanes),
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(real - 8), lanes),
+            ];
+            let full = real == PANEL as i32;
+            let store = |p: *mut f32, h: usize, v: __m256| {
+                if full {
+                    _mm256_storeu_ps(p, v)
+                } else {
+                    _mm256_maskstore_ps(p, mask[h], v)
+                }
+            };
+            let b = [
+                _mm256_loadu_ps(self.bias.as_ptr().add(cb)),
+                _mm256_loadu_ps(self.bias.as_ptr().add(cb + 8)),
+            ];
+            for (i, oy) in rows.enumerate() {
+                let ky0 = pt.saturating_sub(oy * s);
+                let ky1 = k.min((height + pt).saturating_sub(oy * s));
+                // Where input row `oy * s + ky0 - pt` is held; each next tap row is the next
+                // row of the ring.
+                let first_row = (oy * s + ky0 - pt) % held;
+                let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
+                let out = out.add(i * wo * c + cb);
+                let sum = row_sums.add(i * c + cb);
                 let mut total = [
-                    _mm256_maskload_ps(sum.add(cb), mask[0]),
-                    _mm256_maskload_ps(sum.add(cb + 8), mask[1]),
+                    _mm256_maskload_ps(sum, mask[0]),
+                    _mm256_maskload_ps(sum.add(8), mask[1]),
                 ];
                 let mut ox = 0;
                 while ox < wo {
@@ -882,7 +918,7 @@ impl Depthwise {
                         for ky in ky0..ky1 {
                             let xrow = src.add((iy * width + ox * s - pl) * PANEL);
                             iy = next_row(iy);
-                            let wrow = wt.add(ky * k * cp + cb);
+                            let wrow = wt.add(ky * k * cp);
                             for kx in 0..k {
                                 let w0 = _mm256_loadu_ps(wrow.add(kx * cp));
                                 let w1 = _mm256_loadu_ps(wrow.add(kx * cp + 8));
@@ -896,7 +932,7 @@ impl Depthwise {
                         for (p, acc) in acc.iter().enumerate() {
                             for h in 0..2 {
                                 let y = host_ops::avx2::silu(acc[h]);
-                                store(out.add((ox + p) * c + cb + 8 * h), h, y);
+                                store(out.add((ox + p) * c + 8 * h), h, y);
                                 total[h] = _mm256_add_ps(total[h], y);
                             }
                         }
@@ -911,7 +947,7 @@ impl Depthwise {
                             iy = next_row(iy);
                             for kx in kx0..kx1 {
                                 let x = src.add((at + kx - pl) * PANEL);
-                                let w = wt.add((ky * k + kx) * cp + cb);
+                                let w = wt.add((ky * k + kx) * cp);
                                 acc[0] =
                                     _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(w), acc[0]);
                                 acc[1] = _mm256_fmadd_ps(
@@ -923,14 +959,14 @@ impl Depthwise {
                         }
                         for h in 0..2 {
                             let y = host_ops::avx2::silu(acc[h]);
-                            store(out.add(ox * c + cb + 8 * h), h, y);
+                            store(out.add(ox * c + 8 * h), h, y);
                             total[h] = _mm256_add_ps(total[h], y);
                         }
                         ox += 1;
                     }
                 }
-                _mm256_maskstore_ps(sum.add(cb), mask[0], total[0]);
-                _mm256_maskstore_ps(sum.add(cb + 8), mask[1], total[1]);
+                _mm256_maskstore_ps(sum, mask[0], total[0]);
+                _mm256_maskstore_ps(sum.add(8), mask[1], total[1]);
             }
         }
     }
@@ -1112,17 +1148,33 @@ mod tests {
                 let nhwc = run(&dw, (h, w), |r, sums, oy| unsafe {
                     dw.row_avx2(r, sums, oy, &x, h, w)
                 });
-                // SAFETY: as above.
-                let on_panels = run(&dw, (h, w), |r, sums, oy| unsafe {
-                    dw.row_panels_avx2(r, sums, oy, &panels, h, h, w)
+                // Panel by panel, a row at a time. SAFETY: as above; `r` and `sums` are one
+                // output row and its sums.
+                let by_panel = |r: &mut [f32], sums: &mut [f32], oy, input: &[f32], held| unsafe {
+                    for panel in 0..c.div_ceil(PANEL) {
+                        let (r, sums) = (r.as_mut_ptr(), sums.as_mut_ptr());
+                        dw.panel_rows_avx2(r, sums, oy..oy + 1, panel, input, held, h, w);
+                    }
+                };
+                let on_panels = run(&dw, (h, w), |r, sums, oy| by_panel(r, sums, oy, &panels, h));
+                let on_ring = run(&dw, (h, w), |r, sums, oy| {
+                    by_panel(r, sums, oy, &ring_for(oy), held)
                 });
-                // SAFETY: as above.
-                let on_ring = run(&dw, (h, w), |r, sums, oy| unsafe {
-                    dw.row_panels_avx2(r, sums, oy, &ring_for(oy), held, h, w)
-                });
+                // Each panel through all the rows in one call (as `rows` does).
+                let (ho, wo) = dw.output_size(h, w);
+                let mut all_rows = vec![f32::NAN; ho * wo * c];
+                let mut row_sums = vec![0.0; ho * c];
+                for panel in 0..c.div_ceil(PANEL) {
+                    let (out, sums) = (all_rows.as_mut_ptr(), row_sums.as_mut_ptr());
+                    // SAFETY: as above; `all_rows` and `row_sums` hold `ho` rows.
+                    unsafe { dw.panel_rows_avx2(out, sums, 0..ho, panel, &panels, h, h, w) };
+                }
                 // The AVX2 kernels add the same values in the same order.
                 assert_eq!(nhwc, on_panels, "c {c} k {k} s {s}: AVX2 layouts differ");
                 assert_eq!(nhwc, on_ring, "c {c} k {k} s {s}: AVX2 on a ring differs");
+                assert_eq!(nhwc.0, all_rows, "c {c} k {k} s {s}: AVX2, all rows differ");
+                let all_rows = (all_rows, Depthwise::sum_rows(&row_sums, c));
+                got.push(("AVX2, all rows per panel", all_rows));
                 got.push(("AVX2", nhwc));
             }
             for (what, (out, sums)) in got {
