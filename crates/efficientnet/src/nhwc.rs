@@ -19,11 +19,13 @@
 //!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
 //!   CPU has it): on an expansion's panels, panel by panel, each panel through all the output
 //!   rows, four pixels at a time (a panel's rows and weights stay in L1: on channels-last
-//!   input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps of all panels);
-//!   on a channels-last input (blocks without expansion), pixel by pixel;
+//!   input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps of all panels),
+//!   written as panels too (one stream of writes per panel); on a channels-last input
+//!   (blocks without expansion), pixel by pixel, written channels-last;
 //! * squeeze-excite: the two small products (packed too); its per-channel scale is folded
 //!   into the projection weights (or applied to the activations, whichever is less work);
-//! * projection: product + bias + residual add in registers.
+//! * projection: product + bias + residual add in registers, reading the depthwise output as
+//!   it comes ([`host_ops::gemm::gemm_from_panels`] for panels).
 //!
 //! The arithmetic is the reference's up to the order of float additions: the parity tests run
 //! this path on flex (`parity_tiny`, `align_base_random`).
@@ -34,7 +36,7 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
-use host_ops::gemm::{Epilogue, Packed, gemm, gemm_panels};
+use host_ops::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
 use rayon::prelude::*;
 
 use crate::config::PoolingType;
@@ -428,13 +430,16 @@ impl HostBlock {
     fn forward(&self, net: &HostNet, x: Map) -> Map {
         let dw = &self.depthwise;
         let (ho, wo) = dw.output_size(x.height, x.width);
-        let (mut h, sums) = match &self.expansion {
+        let (mut h, sums, h_panels) = match &self.expansion {
             Some(e) => {
                 let band = (x.height * x.width >= BAND_MIN_PIXELS)
                     .then(|| BAND_PIXELS.div_ceil(wo.max(1)).max(1));
                 dw.apply_expanded(net, e, &x, band)
             }
-            None => dw.apply(net, &x.data, x.height, x.width),
+            None => {
+                let (h, sums) = dw.apply(net, &x.data, x.height, x.width);
+                (h, sums, false)
+            }
         };
         let scale = self.squeeze_excite.scale(&sums, (ho * wo) as f32);
 
@@ -452,8 +457,28 @@ impl HostBlock {
                 residual,
                 silu: false,
             };
-            gemm(&h, &scaled, &mut out, epilogue);
+            if h_panels {
+                gemm_from_panels(&h, &scaled, &mut out, epilogue);
+            } else {
+                gemm(&h, &scaled, &mut out, epilogue);
+            }
             net.give_vec(scaled.into_storage());
+        } else if h_panels {
+            // [C / 16, H * W, 16]: each panel's pixels by its 16 scales (the padding
+            // channels are zeros and stay so)
+            h.par_chunks_mut(ho * wo * PANEL)
+                .zip(scale.par_chunks(PANEL))
+                .for_each(|(panel, scale)| {
+                    for px in panel.chunks_exact_mut(PANEL) {
+                        px.iter_mut().zip(scale).for_each(|(v, s)| *v *= s);
+                    }
+                });
+            let epilogue = Epilogue {
+                bias: Some(&p.bias),
+                residual,
+                silu: false,
+            };
+            gemm_from_panels(&h, &p.weight, &mut out, epilogue);
         } else {
             h.par_chunks_mut(k)
                 .for_each(|px| px.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s));
@@ -522,13 +547,6 @@ enum Layout {
     Panels { rows: usize },
 }
 
-/// A pointer handed to rayon tasks that write disjoint parts of one buffer.
-#[cfg(target_arch = "x86_64")]
-struct Shared(*mut f32);
-// SAFETY: only used to hand disjoint channels of one buffer to rayon tasks.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for Shared {}
-
 impl Depthwise {
     /// Channels held by the weights: `channels` rounded up to whole panels.
     fn padded(&self) -> usize {
@@ -546,8 +564,10 @@ impl Depthwise {
     }
 
     /// The expansion `e` of `x` (bias + SiLU, as panels of 16 channels), then the depthwise
-    /// convolution on it (as [`Self::apply`] on a channels-last input). With `band`, the output rows go in bands of that many rows, each convolved from
-    /// a ring buffer of the expansion rows it reads: the rows not yet expanded are computed
+    /// convolution on it (as [`Self::apply`] on a channels-last input); the output comes as
+    /// panels too where the CPU has AVX2 (the third value: true), else channels-last. With
+    /// `band`, the output rows go in bands of that many rows, each convolved from a ring
+    /// buffer of the expansion rows it reads: the rows not yet expanded are computed
     /// into it first (each row once, wrapping around the ring), overwriting rows that no
     /// later band reads. Every value is computed by the same kernels with the same additions
     /// in the same order as without bands: only where the expanded rows live changes (a ring
@@ -558,7 +578,7 @@ impl Depthwise {
         e: &Pointwise,
         x: &Map,
         band: Option<usize>,
-    ) -> (Buf, Vec<f32>) {
+    ) -> (Buf, Vec<f32>, bool) {
         let (height, width, cin) = (x.height, x.width, x.channels);
         let (ho, wo) = self.output_size(height, width);
         let epilogue = Epilogue {
@@ -572,8 +592,12 @@ impl Depthwise {
         let row_len = width * PANEL;
         let mut ring = net.take(e.weight.n().div_ceil(PANEL) * held * row_len);
         let c = self.channels;
-        let mut out = net.take(ho * wo * c);
-        let mut row_sums = vec![0.0f32; ho * c];
+        // With AVX2 the output comes as panels of 16 channels (`[C / 16, ho * wo, 16]`, see
+        // `panel_rows`), else channels-last.
+        let panels = cfg!(target_arch = "x86_64") && host_ops::has_avx2_fma();
+        let width_out = if panels { self.padded() } else { c };
+        let mut out = net.take(ho * wo * width_out);
+        let mut row_sums = vec![0.0f32; ho * width_out];
         let [pt, ..] = self.padding;
         // input rows expanded so far
         let mut done = 0;
@@ -595,6 +619,19 @@ impl Depthwise {
                 );
                 done = end;
             }
+            #[cfg(target_arch = "x86_64")]
+            if panels {
+                self.panel_rows(
+                    &mut out,
+                    &mut row_sums,
+                    oy0..oy1,
+                    &ring,
+                    held,
+                    height,
+                    width,
+                );
+                continue;
+            }
             let layout = Layout::Panels { rows: held };
             let (rows, sums) = (
                 &mut out[oy0 * wo * c..oy1 * wo * c],
@@ -603,7 +640,12 @@ impl Depthwise {
             self.rows(rows, sums, oy0, &ring, layout, height, width);
         }
         net.give(ring);
-        (out, Self::sum_rows(&row_sums, c))
+        let sums = if panels {
+            Self::sum_panel_rows(&row_sums, c)
+        } else {
+            Self::sum_rows(&row_sums, c)
+        };
+        (out, sums, panels)
     }
 
     /// Depthwise convolution + bias + SiLU of `input` (`[height, width, C]`, a block without
@@ -625,12 +667,62 @@ impl Depthwise {
         (out, Self::sum_rows(&row_sums, c))
     }
 
+    /// Output rows `rows` on a panel-layout input with AVX2, panel by panel in parallel, each
+    /// panel through all the rows, into `out` as panels too (`[C / 16, ho * wo, 16]`) and
+    /// the rows' channel sums into `row_sums` (`[C / 16, ho, 16]`, see
+    /// [`Self::sum_panel_rows`]). A panel's input rows, weights and output rows stay in L1
+    /// from one row to the next (row by row across all panels, the late blocks' maps and
+    /// weights were read from L3 once per output row), and each panel's outputs are written
+    /// in one stream (into channels-last rows, 64 bytes a pixel strided by the row length,
+    /// those writes took as long as the convolution).
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn panel_rows(
+        &self,
+        out: &mut [f32],
+        row_sums: &mut [f32],
+        rows: std::ops::Range<usize>,
+        input: &[f32],
+        held: usize,
+        height: usize,
+        width: usize,
+    ) {
+        assert!(
+            host_ops::has_avx2_fma(),
+            "the panel kernel needs AVX2 and FMA"
+        );
+        let (ho, wo) = self.output_size(height, width);
+        out.par_chunks_mut(ho * wo * PANEL)
+            .zip(row_sums.par_chunks_mut(ho * PANEL))
+            .enumerate()
+            .for_each(|(panel, (out, sums))| {
+                // SAFETY: the CPU has AVX2 and FMA (asserted above).
+                unsafe {
+                    self.panel_rows_avx2(out, sums, rows.clone(), panel, input, held, height, width)
+                }
+            });
+    }
+
+    /// The per-channel sums of the rows of `row_sums` (`[C / 16, rows, 16]`), added in row
+    /// order (as [`Self::sum_rows`]).
+    fn sum_panel_rows(row_sums: &[f32], c: usize) -> Vec<f32> {
+        let rows = row_sums.len() / c.div_ceil(PANEL) / PANEL;
+        (0..c)
+            .map(|ch| {
+                let panel = &row_sums[ch / PANEL * rows * PANEL..][..rows * PANEL];
+                panel
+                    .iter()
+                    .skip(ch % PANEL)
+                    .step_by(PANEL)
+                    .fold(0.0, |s, v| s + v)
+            })
+            .collect()
+    }
+
     /// Output rows `oy0..` (as many as `out` holds, `[rows, wo, C]`) in parallel, each row's
     /// channel sums into its row of `row_sums` (added up in row order by [`Self::sum_rows`],
-    /// so that the result does not depend on how rayon splits the work). On a panel-layout
-    /// input with AVX2, panel by panel, each panel through all the rows (its input rows and
-    /// weights stay in L1 from one row to the next: row by row across all panels, the late
-    /// blocks' maps and weights were read from L3 once per output row); else row by row.
+    /// so that the result does not depend on how rayon splits the rows). (With AVX2 a
+    /// panel-layout input goes through [`Self::panel_rows`] instead.)
     #[allow(clippy::too_many_arguments)]
     fn rows(
         &self,
@@ -657,29 +749,6 @@ impl Depthwise {
             row_sums.len() / c,
             "one sum row per output row"
         );
-        #[cfg(target_arch = "x86_64")]
-        if let (Layout::Panels { rows: held }, true) = (layout, host_ops::has_avx2_fma()) {
-            let rows = oy0..oy0 + out.len() / (wo * c);
-            let (out, row_sums) = (Shared(out.as_mut_ptr()), Shared(row_sums.as_mut_ptr()));
-            (0..c.div_ceil(PANEL)).into_par_iter().for_each(|panel| {
-                let (out, row_sums) = (&out, &row_sums);
-                // SAFETY: the CPU has AVX2 and FMA; `out` and `row_sums` hold `rows.len()`
-                // rows (checked above), of which each task writes only its panel's channels.
-                unsafe {
-                    self.panel_rows_avx2(
-                        out.0,
-                        row_sums.0,
-                        rows.clone(),
-                        panel,
-                        input,
-                        held,
-                        height,
-                        width,
-                    )
-                }
-            });
-            return;
-        }
         out.par_chunks_mut(wo * c)
             .zip(row_sums.par_chunks_mut(c))
             .enumerate()
@@ -829,23 +898,23 @@ impl Depthwise {
     }
 
     /// Output rows `rows` of one panel (16 channels) on a panel-layout input, with AVX2
-    /// registers: along each row four pixels at a time where all taps fall inside the input
+    /// registers, into the panel's plane `out` (`[ho * wo, 16]`) and its row sums `sums`
+    /// (`[ho, 16]`): along each row four pixels at a time where all taps fall inside the input
     /// (each weight load serves four pixels), else pixel by pixel; bias, SiLU and the row's
     /// channel sums (in registers along the row) before each value is stored once. Per value,
-    /// the same additions in the same order as [`Self::row_avx2`]. `input` holds `held` rows
-    /// per panel ([`Layout::Panels`]).
+    /// the same additions in the same order as [`Self::row_avx2`]; padding channels (past
+    /// `C`) come out zero (their weights and bias are, and so are the expansion's padding
+    /// columns). `input` holds `held` rows per panel ([`Layout::Panels`]).
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `out` points to `rows.len()` output rows (`[wo, C]` each)
-    /// and `row_sums` to as many rows of `C` sums, whose channels of `panel` no one else
-    /// reads or writes during the call.
+    /// The CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn panel_rows_avx2(
         &self,
-        out: *mut f32,
-        row_sums: *mut f32,
+        out: &mut [f32],
+        sums: &mut [f32],
         rows: std::ops::Range<usize>,
         panel: usize,
         input: &[f32],
@@ -864,6 +933,8 @@ impl Depthwise {
         let cb = panel * PANEL;
         assert!(cb < c && input.len() >= plane * (cp / PANEL));
         assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
+        let ho = self.output_size(height, width).0;
+        assert!(out.len() == ho * wo * PANEL && sums.len() == ho * PANEL && rows.end <= ho);
         // Pixels oxl..oxr have all their taps' columns inside the input.
         let oxl = pl.div_ceil(s).min(wo);
         let oxr = match (width + pl).checked_sub(k) {
@@ -873,43 +944,27 @@ impl Depthwise {
         .max(oxl);
         let src = input[panel * plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
-        let real = (c - cb).min(PANEL) as i32;
+        let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
         // SAFETY (all loads and stores below): the panel's input rows lie inside `input`
         // (taps inside the kernel, pixels inside ky0..ky1 and the columns checked per pixel or
-        // tile), weights and bias are padded to whole panels (asserted above), and outputs and
-        // sums are stored with the panel's real channels only (`mask`), inside the rows the
-        // caller hands over.
+        // tile), weights and bias are padded to whole panels, and the outputs and sums of
+        // rows below `ho` inside `out` and `sums` (asserted above).
         unsafe {
-            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let mask = [
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(real), lanes),
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(real - 8), lanes),
-            ];
-            let full = real == PANEL as i32;
-            let store = |p: *mut f32, h: usize, v: __m256| {
-                if full {
-                    _mm256_storeu_ps(p, v)
-                } else {
-                    _mm256_maskstore_ps(p, mask[h], v)
-                }
-            };
+            let store = |p: *mut f32, _: usize, v: __m256| _mm256_storeu_ps(p, v);
             let b = [
                 _mm256_loadu_ps(self.bias.as_ptr().add(cb)),
                 _mm256_loadu_ps(self.bias.as_ptr().add(cb + 8)),
             ];
-            for (i, oy) in rows.enumerate() {
+            for oy in rows {
                 let ky0 = pt.saturating_sub(oy * s);
                 let ky1 = k.min((height + pt).saturating_sub(oy * s));
                 // Where input row `oy * s + ky0 - pt` is held; each next tap row is the next
                 // row of the ring.
                 let first_row = (oy * s + ky0 - pt) % held;
                 let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
-                let out = out.add(i * wo * c + cb);
-                let sum = row_sums.add(i * c + cb);
-                let mut total = [
-                    _mm256_maskload_ps(sum, mask[0]),
-                    _mm256_maskload_ps(sum.add(8), mask[1]),
-                ];
+                let out = plane_out.add(oy * wo * PANEL);
+                let sum = row_sums.add(oy * PANEL);
+                let mut total = [_mm256_loadu_ps(sum), _mm256_loadu_ps(sum.add(8))];
                 let mut ox = 0;
                 while ox < wo {
                     if ox >= oxl && ox + TILE <= oxr {
@@ -932,7 +987,7 @@ impl Depthwise {
                         for (p, acc) in acc.iter().enumerate() {
                             for h in 0..2 {
                                 let y = host_ops::avx2::silu(acc[h]);
-                                store(out.add((ox + p) * c + 8 * h), h, y);
+                                store(out.add((ox + p) * PANEL + 8 * h), h, y);
                                 total[h] = _mm256_add_ps(total[h], y);
                             }
                         }
@@ -959,14 +1014,14 @@ impl Depthwise {
                         }
                         for h in 0..2 {
                             let y = host_ops::avx2::silu(acc[h]);
-                            store(out.add(ox * c + 8 * h), h, y);
+                            store(out.add(ox * PANEL + 8 * h), h, y);
                             total[h] = _mm256_add_ps(total[h], y);
                         }
                         ox += 1;
                     }
                 }
-                _mm256_maskstore_ps(sum, mask[0], total[0]);
-                _mm256_maskstore_ps(sum.add(8), mask[1], total[1]);
+                _mm256_storeu_ps(sum, total[0]);
+                _mm256_storeu_ps(sum.add(8), total[1]);
             }
         }
     }
@@ -1037,10 +1092,10 @@ mod tests {
             .collect()
     }
 
-    /// `[h, w, c]` as panels of 16 channels, `[ceil(c / 16), h, w, 16]` (padding lanes NaN:
-    /// they must not reach the output).
+    /// `[h, w, c]` as panels of 16 channels, `[ceil(c / 16), h, w, 16]` (padding lanes zero,
+    /// as an expansion writes them).
     fn to_panels(x: &[f32], pixels: usize, c: usize) -> Vec<f32> {
-        let mut out = vec![f32::NAN; c.div_ceil(PANEL) * pixels * PANEL];
+        let mut out = vec![0.0; c.div_ceil(PANEL) * pixels * PANEL];
         for p in 0..pixels {
             for ch in 0..c {
                 out[(ch / PANEL) * pixels * PANEL + p * PANEL + ch % PANEL] = x[p * c + ch];
@@ -1148,33 +1203,48 @@ mod tests {
                 let nhwc = run(&dw, (h, w), |r, sums, oy| unsafe {
                     dw.row_avx2(r, sums, oy, &x, h, w)
                 });
-                // Panel by panel, a row at a time. SAFETY: as above; `r` and `sums` are one
-                // output row and its sums.
-                let by_panel = |r: &mut [f32], sums: &mut [f32], oy, input: &[f32], held| unsafe {
-                    for panel in 0..c.div_ceil(PANEL) {
-                        let (r, sums) = (r.as_mut_ptr(), sums.as_mut_ptr());
-                        dw.panel_rows_avx2(r, sums, oy..oy + 1, panel, input, held, h, w);
-                    }
-                };
-                let on_panels = run(&dw, (h, w), |r, sums, oy| by_panel(r, sums, oy, &panels, h));
-                let on_ring = run(&dw, (h, w), |r, sums, oy| {
-                    by_panel(r, sums, oy, &ring_for(oy), held)
-                });
-                // Each panel through all the rows in one call (as `rows` does).
+                // Panel by panel, out as panels: all the rows in one call, and each row from
+                // its ring; back to channels-last to compare.
                 let (ho, wo) = dw.output_size(h, w);
-                let mut all_rows = vec![f32::NAN; ho * wo * c];
-                let mut row_sums = vec![0.0; ho * c];
-                for panel in 0..c.div_ceil(PANEL) {
-                    let (out, sums) = (all_rows.as_mut_ptr(), row_sums.as_mut_ptr());
-                    // SAFETY: as above; `all_rows` and `row_sums` hold `ho` rows.
-                    unsafe { dw.panel_rows_avx2(out, sums, 0..ho, panel, &panels, h, h, w) };
-                }
+                let cp = c.div_ceil(PANEL) * PANEL;
+                let by_panel = |rings: &dyn Fn(usize) -> Option<Vec<f32>>| {
+                    let mut planes = vec![f32::NAN; ho * wo * cp];
+                    let mut row_sums = vec![0.0; ho * cp];
+                    match rings(0) {
+                        None => dw.panel_rows(&mut planes, &mut row_sums, 0..ho, &panels, h, h, w),
+                        Some(_) => {
+                            for oy in 0..ho {
+                                let ring = rings(oy).expect("a ring per row");
+                                let rows = oy..oy + 1;
+                                dw.panel_rows(&mut planes, &mut row_sums, rows, &ring, held, h, w);
+                            }
+                        }
+                    }
+                    // (padding channels zero)
+                    for px in planes.chunks_exact(PANEL).skip(c / PANEL * ho * wo) {
+                        assert!(px[c % PANEL..].iter().all(|&v| v == 0.0), "padding");
+                    }
+                    let mut out = vec![0.0; ho * wo * c];
+                    for (px, o) in out.chunks_exact_mut(c).enumerate() {
+                        for (ch, v) in o.iter_mut().enumerate() {
+                            *v = planes[(ch / PANEL * ho * wo + px) * PANEL + ch % PANEL];
+                        }
+                    }
+                    (out, Depthwise::sum_panel_rows(&row_sums, c))
+                };
+                let on_panels = by_panel(&|_| None);
+                let on_ring = by_panel(&|oy| Some(ring_for(oy)));
                 // The AVX2 kernels add the same values in the same order.
-                assert_eq!(nhwc, on_panels, "c {c} k {k} s {s}: AVX2 layouts differ");
-                assert_eq!(nhwc, on_ring, "c {c} k {k} s {s}: AVX2 on a ring differs");
-                assert_eq!(nhwc.0, all_rows, "c {c} k {k} s {s}: AVX2, all rows differ");
-                let all_rows = (all_rows, Depthwise::sum_rows(&row_sums, c));
-                got.push(("AVX2, all rows per panel", all_rows));
+                assert_eq!(
+                    nhwc.0, on_panels.0,
+                    "c {c} k {k} s {s}: AVX2 layouts differ"
+                );
+                assert_eq!(
+                    nhwc.0, on_ring.0,
+                    "c {c} k {k} s {s}: AVX2 on a ring differs"
+                );
+                got.push(("AVX2, panels", on_panels));
+                got.push(("AVX2, panels from a ring", on_ring));
                 got.push(("AVX2", nhwc));
             }
             for (what, (out, sums)) in got {
@@ -1237,9 +1307,9 @@ mod tests {
                 width: w,
                 channels: cin,
             };
-            let (whole, whole_sums) = dw.apply_expanded(&net, &e, &x, None);
+            let (whole, whole_sums, _) = dw.apply_expanded(&net, &e, &x, None);
             for band in [1, 2, 3, 7, 40] {
-                let (out, sums) = dw.apply_expanded(&net, &e, &x, Some(band));
+                let (out, sums, _) = dw.apply_expanded(&net, &e, &x, Some(band));
                 let same = |a: &[f32], b: &[f32]| {
                     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
                 };

@@ -10,7 +10,8 @@
 //! pool. The kernel is written for AVX2+FMA; on CPUs without them each panel goes through
 //! the `gemm` crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
 //! [`gemm_panels`] writes it as panels of 16 columns (what the vision tower's depthwise
-//! kernel reads best).
+//! kernel reads best); [`gemm_from_panels`] reads `a` as panels of 16 columns (what that
+//! kernel writes best).
 
 use rayon::prelude::*;
 
@@ -120,7 +121,32 @@ pub struct Epilogue<'a> {
 /// (`m = a.len() / k`), in parallel on rayon's pool. Deterministic: each output value is
 /// summed in the same order whatever the split.
 pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
-    gemm_on(a, w, out, epilogue, Layout::Rows, crate::has_avx2_fma());
+    gemm_on(
+        a,
+        w,
+        out,
+        epilogue,
+        Input::Rows,
+        Layout::Rows,
+        crate::has_avx2_fma(),
+    );
+}
+
+/// [`gemm()`] with `a` given as panels of 16 of its columns: `[ceil(k / 16), m, 16]`, value
+/// `(i, p)` at `(p / 16) * m * 16 + i * 16 + p % 16` (what the vision tower's depthwise kernel
+/// writes best: each panel's values contiguous); the last panel's padding columns are not
+/// read. The same sums in the same order as [`gemm()`] wherever `gemm()` cuts `k` at
+/// multiples of 16 (on align-base, everywhere).
+pub fn gemm_from_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
+    gemm_on(
+        a,
+        w,
+        out,
+        epilogue,
+        Input::Panels,
+        Layout::Rows,
+        crate::has_avx2_fma(),
+    );
 }
 
 /// [`gemm()`] with `out` written as panels of 16 columns, each `[m, 16]`, panel `p` starting
@@ -139,9 +165,29 @@ pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], stride: usize, epilog
         w,
         out,
         epilogue,
+        Input::Rows,
         Layout::Panels { stride },
         crate::has_avx2_fma(),
     );
+}
+
+/// How `a` is laid out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Input {
+    /// `[m, k]` row-major
+    Rows,
+    /// panels of 16 columns, `[ceil(k / 16), m, 16]`
+    Panels,
+}
+
+impl Input {
+    /// Values of `a` per row of `k`, padding included.
+    fn row_len(self, k: usize) -> usize {
+        match self {
+            Input::Rows => k,
+            Input::Panels => k.div_ceil(NR) * NR,
+        }
+    }
 }
 
 /// How the output is laid out.
@@ -153,18 +199,26 @@ enum Layout {
     Panels { stride: usize },
 }
 
-/// [`gemm()`] / [`gemm_panels`], with the AVX2+FMA kernel or without (`avx2` true only where the
-/// CPU has them).
-fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, layout: Layout, avx2: bool) {
+/// [`gemm()`] / [`gemm_panels`] / [`gemm_from_panels`], with the AVX2+FMA kernel or without
+/// (`avx2` true only where the CPU has them).
+fn gemm_on(
+    a: &[f32],
+    w: &Packed,
+    out: &mut [f32],
+    epilogue: Epilogue,
+    input: Input,
+    layout: Layout,
+    avx2: bool,
+) {
     let (k, n) = (w.k, w.n);
-    let m = match a.len().checked_div(k) {
+    let m = match a.len().checked_div(input.row_len(k)) {
         Some(m) => m,
         None => match layout {
             Layout::Rows => out.len().checked_div(n).unwrap_or(0),
             Layout::Panels { stride } => stride / NR,
         },
     };
-    assert_eq!(a.len(), m * k, "a is not [m, k]");
+    assert_eq!(a.len(), m * input.row_len(k), "a is not [m, k]");
     match layout {
         Layout::Rows => assert_eq!(out.len(), m * n, "out is not [m, n]"),
         Layout::Panels { stride } => {
@@ -204,7 +258,7 @@ fn gemm_on(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue, layout: L
         let out = &out;
         // SAFETY: tasks write disjoint (row range, panel range) blocks of `out`, whose
         // extent `m * n` was checked above.
-        unsafe { task(a, w, out.0, m, rows, panels, epilogue, layout, avx2) };
+        unsafe { task(a, w, out.0, m, rows, panels, epilogue, input, layout, avx2) };
     };
     if m * n * k < SERIAL_MACS {
         (0..row_tiles * panel_groups).for_each(run);
@@ -232,13 +286,14 @@ unsafe fn task(
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
     epilogue: Epilogue,
+    input: Input,
     layout: Layout,
     avx2: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: forwarded from the caller.
-        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue, layout) };
+        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue, input, layout) };
         return;
     }
     let _ = avx2;
@@ -261,27 +316,38 @@ unsafe fn task(
         // is [k, 16] row-major, `a`'s rows are [k].
         unsafe {
             let dst = out.add(at(rows.start));
-            ::gemm::gemm(
-                rows.len(),
-                cols,
-                k,
-                dst,
-                1,
-                ld as isize,
-                false,
-                a.as_ptr().add(rows.start * k),
-                1,
-                k as isize,
-                w.data.as_ptr().add(panel * k * NR),
-                1,
-                NR as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                ::gemm::Parallelism::None,
-            );
+            // `a`'s rows as one block of `k` (row-major) or a block per panel of 16 columns,
+            // each added to what the blocks before it left in `dst`.
+            let (depth, lhs, lhs_rs, step) = match input {
+                Input::Rows => (k, a.as_ptr().add(rows.start * k), k, 0),
+                Input::Panels => (NR.min(k), a.as_ptr().add(rows.start * NR), NR, m * NR),
+            };
+            let mut p0 = 0;
+            while p0 < k {
+                let depth = depth.min(k - p0);
+                ::gemm::gemm(
+                    rows.len(),
+                    cols,
+                    depth,
+                    dst,
+                    1,
+                    ld as isize,
+                    p0 > 0,
+                    lhs.add(p0 / NR * step),
+                    1,
+                    lhs_rs as isize,
+                    w.data.as_ptr().add(panel * k * NR + p0 * NR),
+                    1,
+                    NR as isize,
+                    if p0 > 0 { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    ::gemm::Parallelism::None,
+                );
+                p0 += depth;
+            }
             for r in rows.clone() {
                 let row = std::slice::from_raw_parts_mut(out.add(at(r)), cols);
                 for (j, v) in row[..real].iter_mut().enumerate() {
@@ -304,7 +370,7 @@ unsafe fn task(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Epilogue, KC, Layout, MR, NR, Packed};
+    use super::{Epilogue, Input, KC, Layout, MR, NR, Packed};
 
     /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
     /// once, with every 6-row block of `rows` passing over it.
@@ -321,12 +387,28 @@ mod avx2 {
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
         epilogue: Epilogue,
+        input: Input,
         layout: Layout,
     ) {
         let (k, n) = (w.k, w.n);
-        assert!(rows.end <= m && a.len() >= m * k);
+        assert!(rows.end <= m && a.len() >= m * input.row_len(k));
         let blocks = k.div_ceil(KC).max(1);
-        let kc = k.div_ceil(blocks);
+        // (on panels, blocks of `k` start at a panel)
+        let kc = match input {
+            Input::Rows => k.div_ceil(blocks),
+            Input::Panels => k.div_ceil(blocks).next_multiple_of(NR),
+        };
+        let blocks = k.div_ceil(kc).max(1);
+        // Where a row of `a` starts in the block of `k` from `k0`, the rows' stride, and the
+        // stride from one group of 16 values of `k` to the next.
+        let row0 = |r: usize, k0: usize| match input {
+            Input::Rows => r * k + k0,
+            Input::Panels => k0 * m + r * NR,
+        };
+        let (lda, group) = match input {
+            Input::Rows => (k, NR),
+            Input::Panels => (NR, m * NR),
+        };
         for b in 0..blocks {
             let k0 = b * kc;
             let k1 = k.min(k0 + kc);
@@ -391,18 +473,18 @@ mod avx2 {
                     // SAFETY: rows r.. up to rows.end of `out` belong to this task; `a` holds
                     // m >= rows.end rows of k values.
                     unsafe {
-                        let a0 = a.as_ptr().add(r * k + k0);
+                        let a0 = a.as_ptr().add(row0(r, k0));
                         let o = match layout {
                             Layout::Rows => out.add(r * n + col),
                             Layout::Panels { stride } => out.add(panel * stride + r * NR),
                         };
                         match rows.end - r {
-                            1 => kernel::<1>(a0, k, bp, o, r, &step),
-                            2 => kernel::<2>(a0, k, bp, o, r, &step),
-                            3 => kernel::<3>(a0, k, bp, o, r, &step),
-                            4 => kernel::<4>(a0, k, bp, o, r, &step),
-                            5 => kernel::<5>(a0, k, bp, o, r, &step),
-                            _ => kernel::<MR>(a0, k, bp, o, r, &step),
+                            1 => kernel::<1>(a0, lda, group, bp, o, r, &step),
+                            2 => kernel::<2>(a0, lda, group, bp, o, r, &step),
+                            3 => kernel::<3>(a0, lda, group, bp, o, r, &step),
+                            4 => kernel::<4>(a0, lda, group, bp, o, r, &step),
+                            5 => kernel::<5>(a0, lda, group, bp, o, r, &step),
+                            _ => kernel::<MR>(a0, lda, group, bp, o, r, &step),
                         }
                     }
                     r += MR;
@@ -443,6 +525,7 @@ mod avx2 {
     unsafe fn kernel<const R: usize>(
         a: *const f32,
         lda: usize,
+        group: usize,
         b: &[f32],
         out: *mut f32,
         row: usize,
@@ -450,37 +533,81 @@ mod avx2 {
     ) {
         let kc = b.len() / NR;
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        // SAFETY: p < kc and i < R stay inside the block of `a` and inside `b`.
+        // SAFETY: p < kc and i < R stay inside the block of `a` (each group of 16 values of
+        // `k` `group` values after the one before) and inside `b`.
         unsafe {
-            let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+            let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
             let mut bp = b.as_ptr();
-            // Four steps of `k` per iteration, the rows read at a shared offset: per step the
-            // loop then costs little beyond its 2 loads, R broadcasts and 2R multiply-adds
-            // (stepping R row pointers every step made it ~29 instructions for 12
-            // multiply-adds, near the front end's limit).
+            // Four steps of `k` per iteration, the rows read at a shared offset within a
+            // group of 16 steps (contiguous in `a`'s rows), the row pointers moved on to the
+            // next group after it: per step the loop then costs little beyond its 2 loads, R
+            // broadcasts and 2R multiply-adds (stepping R row pointers every step made it ~29
+            // instructions for 12 multiply-adds, near the front end's limit; the offset within
+            // the group computed from the step's index, half as fast).
             let mut p = 0;
-            while p + 4 <= kc {
+            // (row-major, the whole block is one group: a single loop, as fast as before
+            // groups existed; with the loop below, 2-5 % slower)
+            let whole = if group == NR { kc / 4 * 4 } else { 0 };
+            let mut t = 0;
+            while t < whole {
                 for u in 0..4 {
                     let b0 = _mm256_loadu_ps(bp.add(u * NR));
                     let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
                     for (acc, row) in acc.iter_mut().zip(&rows) {
-                        let x = _mm256_broadcast_ss(&*row.add(p + u));
+                        let x = _mm256_broadcast_ss(&*row.add(t + u));
                         acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
                         acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
                     }
                 }
                 bp = bp.add(4 * NR);
+                t += 4;
+            }
+            rows = rows.map(|row| row.add(whole));
+            p += whole;
+            while p + NR <= kc {
+                let mut t = 0;
+                while t < NR {
+                    for u in 0..4 {
+                        let b0 = _mm256_loadu_ps(bp.add(u * NR));
+                        let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
+                        for (acc, row) in acc.iter_mut().zip(&rows) {
+                            let x = _mm256_broadcast_ss(&*row.add(t + u));
+                            acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                            acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                        }
+                    }
+                    bp = bp.add(4 * NR);
+                    t += 4;
+                }
+                rows = rows.map(|row| row.add(group));
+                p += NR;
+            }
+            // the rest of a group: four steps at a time, then one
+            let mut t = 0;
+            while p + 4 <= kc {
+                for u in 0..4 {
+                    let b0 = _mm256_loadu_ps(bp.add(u * NR));
+                    let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
+                    for (acc, row) in acc.iter_mut().zip(&rows) {
+                        let x = _mm256_broadcast_ss(&*row.add(t + u));
+                        acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                    }
+                }
+                bp = bp.add(4 * NR);
+                t += 4;
                 p += 4;
             }
             while p < kc {
                 let b0 = _mm256_loadu_ps(bp);
                 let b1 = _mm256_loadu_ps(bp.add(8));
                 for (acc, row) in acc.iter_mut().zip(&rows) {
-                    let x = _mm256_broadcast_ss(&*row.add(p));
+                    let x = _mm256_broadcast_ss(&*row.add(t));
                     acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
                     acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
                 }
                 bp = bp.add(NR);
+                t += 1;
                 p += 1;
             }
         }
@@ -590,6 +717,7 @@ mod tests {
             (81, 40, 600),
             (200, 24, 27),
             (3, 300, 64),
+            (10, 20, 512),
         ] {
             let a = values(m * k, 1);
             let w = values(n * k, 2);
@@ -615,7 +743,44 @@ mod tests {
                     residual: res_on.then_some(&residual[..]),
                     silu,
                 };
-                gemm_on(&a, &packed, &mut out, epilogue, Layout::Rows, avx2);
+                gemm_on(
+                    &a,
+                    &packed,
+                    &mut out,
+                    epilogue,
+                    Input::Rows,
+                    Layout::Rows,
+                    avx2,
+                );
+                // `a` as panels of 16 columns (padding NaN: never read); with AVX2 bit for bit
+                // the same where both cut `k` at the same places (one block, or blocks of a
+                // multiple of 16); otherwise (and the portable path, which goes through `gemm`
+                // 16 columns at a time) checked against the reference below.
+                let mut a_panels = vec![f32::NAN; m * k.div_ceil(NR) * NR];
+                for (i, row) in a.chunks_exact(k).enumerate() {
+                    for (p, &v) in row.iter().enumerate() {
+                        a_panels[(p / NR * m + i) * NR + p % NR] = v;
+                    }
+                }
+                let mut from_panels = vec![f32::NAN; m * n];
+                let (input, layout) = (Input::Panels, Layout::Rows);
+                gemm_on(
+                    &a_panels,
+                    &packed,
+                    &mut from_panels,
+                    epilogue,
+                    input,
+                    layout,
+                    avx2,
+                );
+                if avx2 && (k <= KC || k.div_ceil(k.div_ceil(KC)) % NR == 0) {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&from_panels),
+                        bits(&out),
+                        "[{m}, {n}, {k}] from panels"
+                    );
+                }
                 // The panel layout (no residual there), back in rows, with panels of m
                 // rows and with panels of m + 3 rows (the last 3 not written); the padding
                 // columns must be zeros.
@@ -626,7 +791,15 @@ mod tests {
                     }
                     let mut in_panels = vec![f32::NAN; (panels - 1) * stride + m * NR];
                     let layout = Layout::Panels { stride };
-                    gemm_on(&a, &packed, &mut in_panels, epilogue, layout, avx2);
+                    gemm_on(
+                        &a,
+                        &packed,
+                        &mut in_panels,
+                        epilogue,
+                        Input::Rows,
+                        layout,
+                        avx2,
+                    );
                     for (at, v) in in_panels.iter().enumerate() {
                         let (i, j) = ((at % stride) / NR, (at / stride) * NR + at % NR);
                         if i >= m {
@@ -638,7 +811,9 @@ mod tests {
                         }
                     }
                 }
-                for (idx, (&got, &x)) in out.iter().zip(&want).enumerate() {
+                let both = out.iter().zip(&want).chain(from_panels.iter().zip(&want));
+                for (idx, (&got, &x)) in both.enumerate() {
+                    let idx = idx % (m * n);
                     let (i, j) = (idx / n, idx % n);
                     let mut x = x;
                     if bias_on {
