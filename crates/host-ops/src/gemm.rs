@@ -544,22 +544,28 @@ mod avx2 {
             // broadcasts and 2R multiply-adds (stepping R row pointers every step made it ~29
             // instructions for 12 multiply-adds, near the front end's limit; the offset within
             // the group computed from the step's index, half as fast).
+            // Four steps at offset `$t` of the rows (`$t..$t + 4`), then `bp` to the next.
+            macro_rules! four_steps {
+                ($t:expr) => {
+                    for u in 0..4 {
+                        let b0 = _mm256_loadu_ps(bp.add(u * NR));
+                        let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
+                        for (acc, row) in acc.iter_mut().zip(&rows) {
+                            let x = _mm256_broadcast_ss(&*row.add($t + u));
+                            acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                            acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+                        }
+                    }
+                    bp = bp.add(4 * NR);
+                };
+            }
             let mut p = 0;
             // (row-major, the whole block is one group: a single loop, as fast as before
             // groups existed; with the loop below, 2-5 % slower)
             let whole = if group == NR { kc / 4 * 4 } else { 0 };
             let mut t = 0;
             while t < whole {
-                for u in 0..4 {
-                    let b0 = _mm256_loadu_ps(bp.add(u * NR));
-                    let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
-                    for (acc, row) in acc.iter_mut().zip(&rows) {
-                        let x = _mm256_broadcast_ss(&*row.add(t + u));
-                        acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-                    }
-                }
-                bp = bp.add(4 * NR);
+                four_steps!(t);
                 t += 4;
             }
             rows = rows.map(|row| row.add(whole));
@@ -567,16 +573,7 @@ mod avx2 {
             while p + NR <= kc {
                 let mut t = 0;
                 while t < NR {
-                    for u in 0..4 {
-                        let b0 = _mm256_loadu_ps(bp.add(u * NR));
-                        let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
-                        for (acc, row) in acc.iter_mut().zip(&rows) {
-                            let x = _mm256_broadcast_ss(&*row.add(t + u));
-                            acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                            acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-                        }
-                    }
-                    bp = bp.add(4 * NR);
+                    four_steps!(t);
                     t += 4;
                 }
                 rows = rows.map(|row| row.add(group));
@@ -585,16 +582,7 @@ mod avx2 {
             // the rest of a group: four steps at a time, then one
             let mut t = 0;
             while p + 4 <= kc {
-                for u in 0..4 {
-                    let b0 = _mm256_loadu_ps(bp.add(u * NR));
-                    let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
-                    for (acc, row) in acc.iter_mut().zip(&rows) {
-                        let x = _mm256_broadcast_ss(&*row.add(t + u));
-                        acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-                    }
-                }
-                bp = bp.add(4 * NR);
+                four_steps!(t);
                 t += 4;
                 p += 4;
             }
