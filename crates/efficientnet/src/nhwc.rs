@@ -768,7 +768,7 @@ impl Depthwise {
 
     /// Output row `oy` (`[wo, C]`): bias + the taps that fall inside the input (padding reads
     /// as zero), then SiLU; adds each channel's outputs to `sums`. (With AVX2, a panel-layout
-    /// input goes panel by panel instead: [`Self::rows`].)
+    /// input goes panel by panel instead: [`Self::panel_rows`].)
     #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
@@ -928,12 +928,11 @@ impl Depthwise {
         let cp = self.padded();
         let (k, s) = (self.kernel, self.stride);
         let [pt, pl, ..] = self.padding;
-        let (_, wo) = self.output_size(height, width);
+        let (ho, wo) = self.output_size(height, width);
         let plane = held * width * PANEL;
         let cb = panel * PANEL;
         assert!(cb < c && input.len() >= plane * (cp / PANEL));
         assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
-        let ho = self.output_size(height, width).0;
         assert!(out.len() == ho * wo * PANEL && sums.len() == ho * PANEL && rows.end <= ho);
         // Pixels oxl..oxr have all their taps' columns inside the input.
         let oxl = pl.div_ceil(s).min(wo);
@@ -950,7 +949,6 @@ impl Depthwise {
         // tile), weights and bias are padded to whole panels, and the outputs and sums of
         // rows below `ho` inside `out` and `sums` (asserted above).
         unsafe {
-            let store = |p: *mut f32, _: usize, v: __m256| _mm256_storeu_ps(p, v);
             let b = [
                 _mm256_loadu_ps(self.bias.as_ptr().add(cb)),
                 _mm256_loadu_ps(self.bias.as_ptr().add(cb + 8)),
@@ -987,7 +985,7 @@ impl Depthwise {
                         for (p, acc) in acc.iter().enumerate() {
                             for h in 0..2 {
                                 let y = host_ops::avx2::silu(acc[h]);
-                                store(out.add((ox + p) * PANEL + 8 * h), h, y);
+                                _mm256_storeu_ps(out.add((ox + p) * PANEL + 8 * h), y);
                                 total[h] = _mm256_add_ps(total[h], y);
                             }
                         }
@@ -1014,7 +1012,7 @@ impl Depthwise {
                         }
                         for h in 0..2 {
                             let y = host_ops::avx2::silu(acc[h]);
-                            store(out.add(ox * PANEL + 8 * h), h, y);
+                            _mm256_storeu_ps(out.add(ox * PANEL + 8 * h), y);
                             total[h] = _mm256_add_ps(total[h], y);
                         }
                         ox += 1;
