@@ -674,7 +674,7 @@ impl Depthwise {
     /// from one row to the next (row by row across all panels, the late blocks' maps and
     /// weights were read from L3 once per output row), and each panel's outputs are written
     /// in one stream (into channels-last rows, 64 bytes a pixel strided by the row length,
-    /// those writes took as long as the convolution).
+    /// the same work took 1.3-2x as long in a scratch program: BENCHMARKS.md, item 30).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn panel_rows(

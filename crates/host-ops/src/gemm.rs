@@ -135,8 +135,9 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
 /// [`gemm()`] with `a` given as panels of 16 of its columns: `[ceil(k / 16), m, 16]`, value
 /// `(i, p)` at `(p / 16) * m * 16 + i * 16 + p % 16` (what the vision tower's depthwise kernel
 /// writes best: each panel's values contiguous); the last panel's padding columns are not
-/// read. The same sums in the same order as [`gemm()`] wherever `gemm()` cuts `k` at
-/// multiples of 16 (on align-base, everywhere).
+/// read. With AVX2 the same sums in the same order as [`gemm()`] wherever `gemm()` cuts `k`
+/// at multiples of 16 (on align-base, everywhere); without it, `k` goes through the `gemm`
+/// crate 16 columns at a time (the same result up to rounding).
 pub fn gemm_from_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
     gemm_on(
         a,
