@@ -472,7 +472,8 @@ mod avx2 {
                         }
                     }
                     // SAFETY: rows r.. up to rows.end of `out` belong to this task; `a` holds
-                    // m >= rows.end rows of k values.
+                    // m >= rows.end rows of k values (row-major, or as panels of 16 of them:
+                    // `Input::row_len`, asserted above).
                     unsafe {
                         let a0 = a.as_ptr().add(row0(r, k0));
                         let o = match layout {
