@@ -206,11 +206,19 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         sys.exit(f"{args.model}: no config.json (make it with "
-                 "`python3 tests/reference/make_align_base_random.py`)")
+                 "`python3 tests/reference/make_align_base_random.py`, then add the tokenizer "
+                 "with `MINILM_DIR=$(cargo xtask fetch-test-data) python3 "
+                 "tests/reference/make_align_fixtures.py full`)")
+    has_tokenizer = lambda d: any(os.path.isfile(os.path.join(d, f))
+                                  for f in ("tokenizer.json", "vocab.txt"))
+    if not has_tokenizer(args.model):
+        sys.exit(f"{args.model}: no tokenizer.json or vocab.txt (add them with "
+                 "`MINILM_DIR=$(cargo xtask fetch-test-data) python3 "
+                 "tests/reference/make_align_fixtures.py full`)")
 
-    # Our converted directory.
+    # Our converted directory (made again if an earlier one lacks the tokenizer).
     converted = os.path.join(args.work, os.path.basename(os.path.normpath(args.model)) + "-bpk")
-    if not os.path.isfile(os.path.join(converted, "model.bpk")):
+    if not (os.path.isfile(os.path.join(converted, "model.bpk")) and has_tokenizer(converted)):
         log(f"converting {args.model} -> {converted}")
         subprocess.run([args.align, "convert-weights", "--input", args.model,
                         "--output", converted], check=True)
