@@ -12,7 +12,8 @@
 //!
 //! [`gemm`]: matrix products against weights packed once, with bias, residual add and SiLU
 //! applied in registers (the vision tower's 1x1 convolutions on flex); [`avx2::silu`] is the
-//! SiLU of eight lanes for such kernels.
+//! SiLU of eight lanes for such kernels, and [`avx512`] the same SiLU on sixteen lanes (bit
+//! for bit), which kernels apply to rows they have just stored where the CPU has AVX-512F.
 
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -64,9 +65,25 @@ pub fn has_avx2_fma() -> bool {
     false
 }
 
-/// In-place SiLU, `x * sigmoid(x)` computed as `x / (1 + e^-x)`, of a slice: [`avx2::silu`]
-/// eight values at a time where the CPU has AVX2+FMA, else portable scalar code.
+/// Whether this CPU also has AVX-512F, which the [`avx512`] functions require (with AVX2 and
+/// FMA).
+pub fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// In-place SiLU, `x * sigmoid(x)` computed as `x / (1 + e^-x)`, of a slice: sixteen values at
+/// a time where the CPU has AVX-512F ([`avx512::silu_slice`]), eight where it has AVX2+FMA
+/// ([`avx2::silu`]; the same values bit for bit), else portable scalar code.
 pub fn silu_inplace(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        unsafe { avx512::silu_slice(values) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -372,6 +389,172 @@ pub mod avx2 {
     }
 }
 
+/// [`avx2`]'s SiLU on sixteen lanes, for the kernels to apply to what they have just stored:
+/// the same operations in the same order on each lane, so the same values bit for bit
+/// (checked over all 2^32 inputs in a scratch program; unit-tested here). On AMD's Zen 4,
+/// which runs a 16-lane operation as two 8-lane halves, it still takes ~0.7x the time of the
+/// 8-lane version per value (fewer instructions to issue: BENCHMARKS.md, item 32).
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `x / (1 + e^-x)` on `N` vectors of sixteen lanes, each step for all of them before the
+    /// next: `avx2::silu_n` lane for lane (`e^-x` as `avx2::exp_in_range::<true, N>`, the
+    /// table of `2^(j/8)` held twice so that a 16-lane permute by `n mod 16` reads entry
+    /// `n mod 8`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn silu_n<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        let x = x.map(|x| _mm512_max_ps(_mm512_set1_ps(-88.0), x));
+        let xc = x.map(|x| _mm512_min_ps(x, _mm512_set1_ps(87.0)));
+        let round = _mm512_set1_ps(12_582_912.0);
+        let log2e8 = _mm512_set1_ps(8.0 * std::f32::consts::LOG2_E);
+        let t = xc.map(|x| _mm512_fnmadd_ps(x, log2e8, round));
+        let n = t.map(|t| _mm512_sub_ps(t, round));
+        let (hi, lo) = (_mm512_set1_ps(0.086_639_404), _mm512_set1_ps(3.993_273e-6));
+        let r: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(n[i], hi, xc[i]));
+        let r: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(n[i], lo, r[i]));
+        let r2 = r.map(|r| _mm512_mul_ps(r, r));
+        let (one, sixth, half) = (
+            _mm512_set1_ps(1.0),
+            _mm512_set1_ps(1.0 / 6.0),
+            _mm512_set1_ps(0.5),
+        );
+        let low = r.map(|r| _mm512_sub_ps(one, r));
+        let high = r.map(|r| _mm512_fnmadd_ps(r, sixth, half));
+        let high: [__m512; N] =
+            std::array::from_fn(|i| _mm512_fmadd_ps(r2[i], _mm512_set1_ps(1.0 / 24.0), high[i]));
+        let p: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(high[i], r2[i], low[i]));
+        let n = t.map(|t| _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B40_0000)));
+        let e = [
+            1.0,
+            1.090_507_7,
+            1.189_207_1,
+            1.296_839_6,
+            std::f32::consts::SQRT_2,
+            1.542_210_8,
+            1.681_792_9,
+            1.834_008_1,
+        ];
+        let table = _mm512_setr_ps(
+            e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[0], e[1], e[2], e[3], e[4], e[5],
+            e[6], e[7],
+        );
+        let fraction = n.map(|n| _mm512_castps_si512(_mm512_permutexvar_ps(n, table)));
+        let scale: [__m512i; N] = std::array::from_fn(|i| {
+            _mm512_add_epi32(
+                fraction[i],
+                _mm512_slli_epi32::<23>(_mm512_srai_epi32::<3>(n[i])),
+            )
+        });
+        std::array::from_fn(|i| {
+            let e = _mm512_mul_ps(p[i], _mm512_castsi512_ps(scale[i]));
+            _mm512_div_ps(x[i], _mm512_add_ps(one, e))
+        })
+    }
+
+    /// In-place SiLU of a slice, 64 values at a time, then sixteen (the last ones masked).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_slice(values: &mut [f32]) {
+        let mut chunks = values.chunks_exact_mut(64);
+        for chunk in &mut chunks {
+            let p = chunk.as_mut_ptr();
+            // SAFETY: the chunk holds 64 values.
+            unsafe {
+                let y = silu_n(std::array::from_fn::<_, 4, _>(|i| {
+                    _mm512_loadu_ps(p.add(16 * i))
+                }));
+                for (i, y) in y.into_iter().enumerate() {
+                    _mm512_storeu_ps(p.add(16 * i), y);
+                }
+            }
+        }
+        for chunk in chunks.into_remainder().chunks_mut(16) {
+            let (p, mask) = (chunk.as_mut_ptr(), ((1u32 << chunk.len()) - 1) as u16);
+            // SAFETY: the masked lanes are the chunk's.
+            unsafe {
+                let y = silu_n([_mm512_maskz_loadu_ps(mask, p)])[0];
+                _mm512_mask_storeu_ps(p, mask, y);
+            }
+        }
+    }
+
+    /// In-place SiLU of `values`, pixels of `sums.len()` channels (`[pixels, C]`, `C` a
+    /// multiple of 16), each pixel's values then added to `sums` channel by channel, pixel
+    /// after pixel: the kernels' `silu` + channel sums, applied to a row they have stored
+    /// before the activation, with the same additions in the same order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_sum(values: &mut [f32], sums: &mut [f32]) {
+        let c = sums.len();
+        assert!(
+            c.is_multiple_of(16) && c > 0 && values.len().is_multiple_of(c),
+            "pixels of C = 16k channels"
+        );
+        let p = values.as_mut_ptr();
+        let pixels = values.len() / c;
+        for cb in (0..c).step_by(16) {
+            // SAFETY: channels cb..cb + 16 of every pixel and of `sums` are inside the slices
+            // (asserted above).
+            unsafe {
+                let s = sums.as_mut_ptr().add(cb);
+                let mut total = _mm512_loadu_ps(s);
+                let at = |px: usize| p.add(px * c + cb);
+                let mut px = 0;
+                while px + 4 <= pixels {
+                    let y = silu_n(std::array::from_fn::<_, 4, _>(|i| {
+                        _mm512_loadu_ps(at(px + i))
+                    }));
+                    for (i, y) in y.into_iter().enumerate() {
+                        _mm512_storeu_ps(at(px + i), y);
+                        total = _mm512_add_ps(total, y);
+                    }
+                    px += 4;
+                }
+                while px < pixels {
+                    let y = silu_n([_mm512_loadu_ps(at(px))])[0];
+                    _mm512_storeu_ps(at(px), y);
+                    total = _mm512_add_ps(total, y);
+                    px += 1;
+                }
+                _mm512_storeu_ps(s, total);
+            }
+        }
+    }
+
+    /// In-place SiLU of 16 values in each of `rows` rows `stride` values apart (a panel of a
+    /// product's output), four rows at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the rows' 16 values lie inside the caller's buffer and are
+    /// the caller's to write.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_rows(out: *mut f32, rows: usize, stride: usize) {
+        let mut r = 0;
+        // SAFETY: the caller's contract.
+        unsafe {
+            while r + 4 <= rows {
+                let at = |i: usize| out.add((r + i) * stride);
+                let y = silu_n(std::array::from_fn::<_, 4, _>(|i| _mm512_loadu_ps(at(i))));
+                for (i, y) in y.into_iter().enumerate() {
+                    _mm512_storeu_ps(at(i), y);
+                }
+                r += 4;
+            }
+            while r < rows {
+                let at = out.add(r * stride);
+                _mm512_storeu_ps(at, silu_n([_mm512_loadu_ps(at)])[0]);
+                r += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +724,64 @@ mod tests {
         silu_avx2_lanes(&mut a);
         silu_inplace(&mut b);
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+
+    /// The sixteen-lane SiLU against the eight-lane one, bit for bit: on a sweep of float32
+    /// bit patterns (every 9973rd, all signs and exponents) and the extremes, as a slice with
+    /// a masked tail, as rows of a panel, and with channel sums added pixel after pixel.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_lane_silu_is_the_eight_lane_one_bit_for_bit() {
+        if !has_avx512f() {
+            eprintln!("SKIPPED: this CPU has no AVX-512F");
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let xs: Vec<f32> = (0..=u32::MAX / 9973)
+            .map(|i| f32::from_bits(i * 9973))
+            .filter(|x| !x.is_nan())
+            .chain([-1e30, -88.5, -88.0, -87.0, 87.0, 88.5, 1e30, 0.0, -0.0])
+            .collect();
+        let mut want = xs.clone();
+        silu_avx2_lanes(&mut want);
+        for len in [xs.len(), 64 * 3 + 16 + 5, 7] {
+            let mut got = xs[..len].to_vec();
+            // SAFETY: the CPU has AVX-512F (checked above).
+            unsafe { avx512::silu_slice(&mut got) };
+            assert_eq!(bits(&got), bits(&want[..len]), "slice of {len}");
+        }
+        let mut nan = [f32::NAN; 3];
+        // SAFETY: as above.
+        unsafe { avx512::silu_slice(&mut nan) };
+        assert!(nan.iter().all(|v| v.is_nan()));
+
+        // Rows of 16 values, 40 apart: only those are changed.
+        let (rows, stride) = (7, 40);
+        let mut got = xs[..rows * stride].to_vec();
+        // SAFETY: as above; each row's 16 values lie inside `got`.
+        unsafe { avx512::silu_rows(got.as_mut_ptr(), rows, stride) };
+        for (i, (g, x)) in got.iter().zip(&xs).enumerate() {
+            let w = if i % stride < 16 { want[i] } else { *x };
+            assert_eq!(g.to_bits(), w.to_bits(), "row value {i}");
+        }
+
+        // 7 pixels of 32 channels, sums starting from arbitrary values.
+        let (pixels, c) = (7, 32);
+        let vals: Vec<f32> = (0..pixels * c)
+            .map(|i| (i as f32 * 0.37).sin() * 9.0)
+            .collect();
+        let start: Vec<f32> = (0..c).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let mut act = vals.clone();
+        silu_avx2_lanes(&mut act);
+        let mut want_sums = start.clone();
+        for px in act.chunks_exact(c) {
+            want_sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+        }
+        let (mut got, mut sums) = (vals, start);
+        // SAFETY: as above.
+        unsafe { avx512::silu_sum(&mut got, &mut sums) };
+        assert_eq!(bits(&got), bits(&act));
+        assert_eq!(bits(&sums), bits(&want_sums));
     }
 
     fn check_silu(xs: &[f32], silu: fn(&mut [f32])) {
