@@ -17,7 +17,7 @@
 //!   memory whole;
 //! * depthwise: direct convolution, padding read as zeros, + bias + SiLU, summing each
 //!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
-//!   CPU has it): on an expansion's panels, panel by panel, each panel through all the output
+//!   CPU has it; AVX-512, bit for bit the same, where it has that too): on an expansion's panels, panel by panel, each panel through all the output
 //!   rows, four pixels at a time (a panel's rows and weights stay in L1: on channels-last
 //!   input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps of all panels),
 //!   written as panels too (one stream of writes per panel); on a channels-last input
@@ -692,13 +692,36 @@ impl Depthwise {
             "the panel kernel needs AVX2 and FMA"
         );
         let (ho, wo) = self.output_size(height, width);
+        let wide = host_ops::has_avx512f();
         out.par_chunks_mut(ho * wo * PANEL)
             .zip(row_sums.par_chunks_mut(ho * PANEL))
             .enumerate()
             .for_each(|(panel, (out, sums))| {
-                // SAFETY: the CPU has AVX2 and FMA (asserted above).
+                // SAFETY: the CPU has AVX2 and FMA (asserted above), and AVX-512F if `wide`.
                 unsafe {
-                    self.panel_rows_avx2(out, sums, rows.clone(), panel, input, held, height, width)
+                    if wide {
+                        self.panel_rows_avx512(
+                            out,
+                            sums,
+                            rows.clone(),
+                            panel,
+                            input,
+                            held,
+                            height,
+                            width,
+                        )
+                    } else {
+                        self.panel_rows_avx2(
+                            out,
+                            sums,
+                            rows.clone(),
+                            panel,
+                            input,
+                            held,
+                            height,
+                            width,
+                        )
+                    }
                 }
             });
     }
@@ -960,10 +983,6 @@ impl Depthwise {
         .max(oxl);
         let src = input[panel * plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
-        // With AVX-512F each output row is stored before the activation, and SiLU + the row's
-        // channel sums run on sixteen lanes over it at the end (the same values and sums bit
-        // for bit, in less time).
-        let wide = host_ops::has_avx512f();
         let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
         // SAFETY (all loads and stores below): the panel's input rows lie inside `input`
         // (taps inside the kernel, pixels inside ky0..ky1 and the columns checked per pixel or
@@ -1005,13 +1024,8 @@ impl Depthwise {
                         }
                         for (p, acc) in acc.iter().enumerate() {
                             for h in 0..2 {
-                                let at = out.add((ox + p) * PANEL + 8 * h);
-                                if wide {
-                                    _mm256_storeu_ps(at, acc[h]);
-                                    continue;
-                                }
                                 let y = host_ops::avx2::silu(acc[h]);
-                                _mm256_storeu_ps(at, y);
+                                _mm256_storeu_ps(out.add((ox + p) * PANEL + 8 * h), y);
                                 total[h] = _mm256_add_ps(total[h], y);
                             }
                         }
@@ -1037,29 +1051,115 @@ impl Depthwise {
                             }
                         }
                         for h in 0..2 {
-                            let at = out.add(ox * PANEL + 8 * h);
-                            if wide {
-                                _mm256_storeu_ps(at, acc[h]);
-                                continue;
-                            }
                             let y = host_ops::avx2::silu(acc[h]);
-                            _mm256_storeu_ps(at, y);
+                            _mm256_storeu_ps(out.add(ox * PANEL + 8 * h), y);
                             total[h] = _mm256_add_ps(total[h], y);
                         }
                         ox += 1;
                     }
                 }
-                if wide {
-                    // SAFETY: the CPU has AVX-512F (`wide`); the row's `wo` pixels of 16
-                    // values and its 16 sums are inside `out` and `sums` (asserted above).
-                    host_ops::avx512::silu_sum(
-                        std::slice::from_raw_parts_mut(out, wo * PANEL),
-                        std::slice::from_raw_parts_mut(sum, PANEL),
-                    );
-                    continue;
-                }
                 _mm256_storeu_ps(sum, total[0]);
                 _mm256_storeu_ps(sum.add(8), total[1]);
+            }
+        }
+    }
+
+    /// [`Self::panel_rows_avx2`] with each pixel's 16 channels in one AVX-512 register: the
+    /// same multiply-adds, SiLU and sums per lane in the same order (the same values bit for
+    /// bit), with half the instructions.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panel_rows_avx512(
+        &self,
+        out: &mut [f32],
+        sums: &mut [f32],
+        rows: std::ops::Range<usize>,
+        panel: usize,
+        input: &[f32],
+        held: usize,
+        height: usize,
+        width: usize,
+    ) {
+        use std::arch::x86_64::*;
+        const TILE: usize = 4;
+        let c = self.channels;
+        let cp = self.padded();
+        let (k, s) = (self.kernel, self.stride);
+        let [pt, pl, ..] = self.padding;
+        let (ho, wo) = self.output_size(height, width);
+        let plane = held * width * PANEL;
+        let cb = panel * PANEL;
+        assert!(cb < c && input.len() >= plane * (cp / PANEL));
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
+        assert!(out.len() == ho * wo * PANEL && sums.len() == ho * PANEL && rows.end <= ho);
+        let oxl = pl.div_ceil(s).min(wo);
+        let oxr = match (width + pl).checked_sub(k) {
+            Some(last) => (last / s + 1).min(wo),
+            None => 0,
+        }
+        .max(oxl);
+        let src = input[panel * plane..].as_ptr();
+        let wt = self.weight[cb..].as_ptr();
+        let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
+        // SAFETY: as in `panel_rows_avx2`, whose loads and stores these are, 16 lanes at once.
+        unsafe {
+            let b = _mm512_loadu_ps(self.bias.as_ptr().add(cb));
+            for oy in rows {
+                let ky0 = pt.saturating_sub(oy * s);
+                let ky1 = k.min((height + pt).saturating_sub(oy * s));
+                let first_row = (oy * s + ky0 - pt) % held;
+                let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
+                let out = plane_out.add(oy * wo * PANEL);
+                let sum = row_sums.add(oy * PANEL);
+                let mut total = _mm512_loadu_ps(sum);
+                let mut ox = 0;
+                while ox < wo {
+                    if ox >= oxl && ox + TILE <= oxr {
+                        let mut acc = [b; TILE];
+                        let mut iy = first_row;
+                        for ky in ky0..ky1 {
+                            let xrow = src.add((iy * width + ox * s - pl) * PANEL);
+                            iy = next_row(iy);
+                            let wrow = wt.add(ky * k * cp);
+                            for kx in 0..k {
+                                let w = _mm512_loadu_ps(wrow.add(kx * cp));
+                                for (p, acc) in acc.iter_mut().enumerate() {
+                                    let x = _mm512_loadu_ps(xrow.add((p * s + kx) * PANEL));
+                                    *acc = _mm512_fmadd_ps(x, w, *acc);
+                                }
+                            }
+                        }
+                        for (p, &acc) in acc.iter().enumerate() {
+                            let y = host_ops::avx512::silu(acc);
+                            _mm512_storeu_ps(out.add((ox + p) * PANEL), y);
+                            total = _mm512_add_ps(total, y);
+                        }
+                        ox += TILE;
+                    } else {
+                        let kx0 = pl.saturating_sub(ox * s);
+                        let kx1 = k.min((width + pl).saturating_sub(ox * s));
+                        let mut acc = b;
+                        let mut iy = first_row;
+                        for ky in ky0..ky1 {
+                            let at = iy * width + ox * s;
+                            iy = next_row(iy);
+                            for kx in kx0..kx1 {
+                                let x = _mm512_loadu_ps(src.add((at + kx - pl) * PANEL));
+                                let w = _mm512_loadu_ps(wt.add((ky * k + kx) * cp));
+                                acc = _mm512_fmadd_ps(x, w, acc);
+                            }
+                        }
+                        let y = host_ops::avx512::silu(acc);
+                        _mm512_storeu_ps(out.add(ox * PANEL), y);
+                        total = _mm512_add_ps(total, y);
+                        ox += 1;
+                    }
+                }
+                _mm512_storeu_ps(sum, total);
             }
         }
     }
@@ -1272,6 +1372,34 @@ mod tests {
                 };
                 let on_panels = by_panel(&|_| None);
                 let on_ring = by_panel(&|oy| Some(ring_for(oy)));
+                // Where the CPU has AVX-512F, `panel_rows` runs the 16-lane kernel: bit for
+                // bit the 8-lane one, values and row sums.
+                if host_ops::has_avx512f() {
+                    let kernel = |wide: bool| {
+                        let mut planes = vec![f32::NAN; ho * wo * cp];
+                        let mut row_sums = vec![0.0f32; ho * cp];
+                        let per_panel = planes
+                            .chunks_exact_mut(ho * wo * PANEL)
+                            .zip(row_sums.chunks_exact_mut(ho * PANEL));
+                        for (panel, (o, sums)) in per_panel.enumerate() {
+                            let (input, rows) = (&panels, 0..ho);
+                            // SAFETY: the CPU has AVX2, FMA and AVX-512F.
+                            unsafe {
+                                if wide {
+                                    dw.panel_rows_avx512(o, sums, rows, panel, input, h, h, w)
+                                } else {
+                                    dw.panel_rows_avx2(o, sums, rows, panel, input, h, h, w)
+                                }
+                            }
+                        }
+                        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
+                        (bits(planes), bits(row_sums)) as (Vec<u32>, Vec<u32>)
+                    };
+                    assert!(
+                        kernel(true) == kernel(false),
+                        "c {c} k {k} s {s}: AVX-512 differs"
+                    );
+                }
                 // The AVX2 kernels add the same values in the same order.
                 assert_eq!(
                     nhwc.0, on_panels.0,

@@ -453,6 +453,16 @@ pub mod avx512 {
         })
     }
 
+    /// `x / (1 + e^-x)` on sixteen lanes, for kernels that keep their values in registers.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F (callable without `unsafe` from functions compiled for it).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn silu(x: __m512) -> __m512 {
+        silu_n([x])[0]
+    }
+
     /// In-place SiLU of a slice, 64 values at a time, then sixteen (the last ones masked).
     ///
     /// # Safety
