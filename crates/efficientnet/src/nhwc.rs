@@ -534,6 +534,44 @@ impl Pointwise {
 /// Channels per panel of an expansion's output (see [`host_ops::gemm::gemm_panels`]).
 const PANEL: usize = 16;
 
+/// One panel's pass of a depthwise panel kernel (see [`Depthwise::panel_pass`]): padded
+/// channels, kernel size and stride, top and left padding, output width, the input values
+/// per panel, the panel's first channel, and the output columns `oxl..oxr` whose taps all
+/// fall inside the input.
+#[cfg(target_arch = "x86_64")]
+struct PanelPass {
+    cp: usize,
+    k: usize,
+    s: usize,
+    pt: usize,
+    pl: usize,
+    wo: usize,
+    plane: usize,
+    cb: usize,
+    oxl: usize,
+    oxr: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PanelPass {
+    /// For output row `oy`: the kernel rows `ky0..ky1` whose input rows exist, and where in
+    /// the ring of `held` rows the first of them is (each next one in the next row).
+    fn tap_rows(&self, oy: usize, held: usize, height: usize) -> (usize, usize, usize) {
+        let ky0 = self.pt.saturating_sub(oy * self.s);
+        let ky1 = self.k.min((height + self.pt).saturating_sub(oy * self.s));
+        (ky0, ky1, (oy * self.s + ky0 - self.pt) % held)
+    }
+
+    /// For output column `ox`: the kernel columns `kx0..kx1` whose input columns exist.
+    fn tap_columns(&self, ox: usize, width: usize) -> (usize, usize) {
+        let kx0 = self.pl.saturating_sub(ox * self.s);
+        (
+            kx0,
+            self.k.min((width + self.pl).saturating_sub(ox * self.s)),
+        )
+    }
+}
+
 /// How a depthwise convolution's input is laid out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Layout {
@@ -937,6 +975,51 @@ impl Depthwise {
         }
     }
 
+    /// Checks the arguments of the panel kernels ([`Self::panel_rows_avx2`],
+    /// [`Self::panel_rows_avx512`]) and works out what they share about the pass.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn panel_pass(
+        &self,
+        out: &[f32],
+        sums: &[f32],
+        rows: &std::ops::Range<usize>,
+        panel: usize,
+        input: &[f32],
+        held: usize,
+        height: usize,
+        width: usize,
+    ) -> PanelPass {
+        let cp = self.padded();
+        let (k, s) = (self.kernel, self.stride);
+        let [pt, pl, ..] = self.padding;
+        let (ho, wo) = self.output_size(height, width);
+        let plane = held * width * PANEL;
+        let cb = panel * PANEL;
+        assert!(cb < self.channels && input.len() >= plane * (cp / PANEL));
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
+        assert!(out.len() == ho * wo * PANEL && sums.len() == ho * PANEL && rows.end <= ho);
+        // Pixels oxl..oxr have all their taps' columns inside the input.
+        let oxl = pl.div_ceil(s).min(wo);
+        let oxr = match (width + pl).checked_sub(k) {
+            Some(last) => (last / s + 1).min(wo),
+            None => 0,
+        }
+        .max(oxl);
+        PanelPass {
+            cp,
+            k,
+            s,
+            pt,
+            pl,
+            wo,
+            plane,
+            cb,
+            oxl,
+            oxr,
+        }
+    }
+
     /// Output rows `rows` of one panel (16 channels) on a panel-layout input, with AVX2
     /// registers, into the panel's plane `out` (`[ho * wo, 16]`) and its row sums `sums`
     /// (`[ho, 16]`): along each row four pixels at a time where all taps fall inside the input
@@ -964,24 +1047,9 @@ impl Depthwise {
     ) {
         use std::arch::x86_64::*;
         const TILE: usize = 4;
-        let c = self.channels;
-        let cp = self.padded();
-        let (k, s) = (self.kernel, self.stride);
-        let [pt, pl, ..] = self.padding;
-        let (ho, wo) = self.output_size(height, width);
-        let plane = held * width * PANEL;
-        let cb = panel * PANEL;
-        assert!(cb < c && input.len() >= plane * (cp / PANEL));
-        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
-        assert!(out.len() == ho * wo * PANEL && sums.len() == ho * PANEL && rows.end <= ho);
-        // Pixels oxl..oxr have all their taps' columns inside the input.
-        let oxl = pl.div_ceil(s).min(wo);
-        let oxr = match (width + pl).checked_sub(k) {
-            Some(last) => (last / s + 1).min(wo),
-            None => 0,
-        }
-        .max(oxl);
-        let src = input[panel * plane..].as_ptr();
+        let g = self.panel_pass(out, sums, &rows, panel, input, held, height, width);
+        let (cp, k, s, pl, wo, cb) = (g.cp, self.kernel, self.stride, g.pl, g.wo, g.cb);
+        let src = input[panel * g.plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
         let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
         // SAFETY (all loads and stores below): the panel's input rows lie inside `input`
@@ -994,18 +1062,14 @@ impl Depthwise {
                 _mm256_loadu_ps(self.bias.as_ptr().add(cb + 8)),
             ];
             for oy in rows {
-                let ky0 = pt.saturating_sub(oy * s);
-                let ky1 = k.min((height + pt).saturating_sub(oy * s));
-                // Where input row `oy * s + ky0 - pt` is held; each next tap row is the next
-                // row of the ring.
-                let first_row = (oy * s + ky0 - pt) % held;
+                let (ky0, ky1, first_row) = g.tap_rows(oy, held, height);
                 let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
                 let out = plane_out.add(oy * wo * PANEL);
                 let sum = row_sums.add(oy * PANEL);
                 let mut total = [_mm256_loadu_ps(sum), _mm256_loadu_ps(sum.add(8))];
                 let mut ox = 0;
                 while ox < wo {
-                    if ox >= oxl && ox + TILE <= oxr {
+                    if ox >= g.oxl && ox + TILE <= g.oxr {
                         let mut acc = [b; TILE];
                         let mut iy = first_row;
                         for ky in ky0..ky1 {
@@ -1031,8 +1095,7 @@ impl Depthwise {
                         }
                         ox += TILE;
                     } else {
-                        let kx0 = pl.saturating_sub(ox * s);
-                        let kx1 = k.min((width + pl).saturating_sub(ox * s));
+                        let (kx0, kx1) = g.tap_columns(ox, width);
                         let mut acc = b;
                         let mut iy = first_row;
                         for ky in ky0..ky1 {
@@ -1086,39 +1149,23 @@ impl Depthwise {
     ) {
         use std::arch::x86_64::*;
         const TILE: usize = 4;
-        let c = self.channels;
-        let cp = self.padded();
-        let (k, s) = (self.kernel, self.stride);
-        let [pt, pl, ..] = self.padding;
-        let (ho, wo) = self.output_size(height, width);
-        let plane = held * width * PANEL;
-        let cb = panel * PANEL;
-        assert!(cb < c && input.len() >= plane * (cp / PANEL));
-        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp && held > 0);
-        assert!(out.len() == ho * wo * PANEL && sums.len() == ho * PANEL && rows.end <= ho);
-        let oxl = pl.div_ceil(s).min(wo);
-        let oxr = match (width + pl).checked_sub(k) {
-            Some(last) => (last / s + 1).min(wo),
-            None => 0,
-        }
-        .max(oxl);
-        let src = input[panel * plane..].as_ptr();
+        let g = self.panel_pass(out, sums, &rows, panel, input, held, height, width);
+        let (cp, k, s, pl, wo, cb) = (g.cp, self.kernel, self.stride, g.pl, g.wo, g.cb);
+        let src = input[panel * g.plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
         let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
         // SAFETY: as in `panel_rows_avx2`, whose loads and stores these are, 16 lanes at once.
         unsafe {
             let b = _mm512_loadu_ps(self.bias.as_ptr().add(cb));
             for oy in rows {
-                let ky0 = pt.saturating_sub(oy * s);
-                let ky1 = k.min((height + pt).saturating_sub(oy * s));
-                let first_row = (oy * s + ky0 - pt) % held;
+                let (ky0, ky1, first_row) = g.tap_rows(oy, held, height);
                 let next_row = |r: usize| if r + 1 == held { 0 } else { r + 1 };
                 let out = plane_out.add(oy * wo * PANEL);
                 let sum = row_sums.add(oy * PANEL);
                 let mut total = _mm512_loadu_ps(sum);
                 let mut ox = 0;
                 while ox < wo {
-                    if ox >= oxl && ox + TILE <= oxr {
+                    if ox >= g.oxl && ox + TILE <= g.oxr {
                         let mut acc = [b; TILE];
                         let mut iy = first_row;
                         for ky in ky0..ky1 {
@@ -1140,8 +1187,7 @@ impl Depthwise {
                         }
                         ox += TILE;
                     } else {
-                        let kx0 = pl.saturating_sub(ox * s);
-                        let kx1 = k.min((width + pl).saturating_sub(ox * s));
+                        let (kx0, kx1) = g.tap_columns(ox, width);
                         let mut acc = b;
                         let mut iy = first_row;
                         for ky in ky0..ky1 {

@@ -169,6 +169,19 @@ const ERF_A: [f32; 5] = [
     0.254_829_6,
 ];
 
+/// `2^(j / 8)` for `j` in 0..8: the table the register `exp`s scale by.
+#[cfg(target_arch = "x86_64")]
+const EXP2_EIGHTHS: [f32; 8] = [
+    1.0,
+    1.090_507_7,
+    1.189_207_1,
+    1.296_839_6,
+    std::f32::consts::SQRT_2,
+    1.542_210_8,
+    1.681_792_9,
+    1.834_008_1,
+];
+
 /// Activations of eight lanes in AVX2+FMA registers, for kernels that keep their values
 /// there, and the slice functions built on them.
 #[cfg(target_arch = "x86_64")]
@@ -268,16 +281,8 @@ pub mod avx2 {
         // 2^(n / 8): the table entry for n mod 8 (the low three bits), its exponent raised
         // by floor(n / 8)
         let n = t.map(|t| _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B40_0000)));
-        let table = _mm256_setr_ps(
-            1.0,
-            1.090_507_7,
-            1.189_207_1,
-            1.296_839_6,
-            std::f32::consts::SQRT_2,
-            1.542_210_8,
-            1.681_792_9,
-            1.834_008_1,
-        );
+        let e = super::EXP2_EIGHTHS;
+        let table = _mm256_setr_ps(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]);
         let fraction = n.map(|n| _mm256_castps_si256(_mm256_permutevar8x32_ps(table, n)));
         let scale: [__m256i; N] = std::array::from_fn(|i| {
             _mm256_add_epi32(
@@ -426,16 +431,7 @@ pub mod avx512 {
             std::array::from_fn(|i| _mm512_fmadd_ps(r2[i], _mm512_set1_ps(1.0 / 24.0), high[i]));
         let p: [__m512; N] = std::array::from_fn(|i| _mm512_fmadd_ps(high[i], r2[i], low[i]));
         let n = t.map(|t| _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B40_0000)));
-        let e = [
-            1.0,
-            1.090_507_7,
-            1.189_207_1,
-            1.296_839_6,
-            std::f32::consts::SQRT_2,
-            1.542_210_8,
-            1.681_792_9,
-            1.834_008_1,
-        ];
+        let e = super::EXP2_EIGHTHS;
         let table = _mm512_setr_ps(
             e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[0], e[1], e[2], e[3], e[4], e[5],
             e[6], e[7],
