@@ -1048,14 +1048,14 @@ impl Depthwise {
         use std::arch::x86_64::*;
         const TILE: usize = 4;
         let g = self.panel_pass(out, sums, &rows, panel, input, held, height, width);
-        let (cp, k, s, pl, wo, cb) = (g.cp, self.kernel, self.stride, g.pl, g.wo, g.cb);
+        let (cp, k, s, pl, wo, cb) = (g.cp, g.k, g.s, g.pl, g.wo, g.cb);
         let src = input[panel * g.plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
         let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
         // SAFETY (all loads and stores below): the panel's input rows lie inside `input`
         // (taps inside the kernel, pixels inside ky0..ky1 and the columns checked per pixel or
         // tile), weights and bias are padded to whole panels, and the outputs and sums of
-        // rows below `ho` inside `out` and `sums` (asserted above).
+        // rows below `ho` inside `out` and `sums` (asserted by `panel_pass`).
         unsafe {
             let b = [
                 _mm256_loadu_ps(self.bias.as_ptr().add(cb)),
@@ -1150,7 +1150,7 @@ impl Depthwise {
         use std::arch::x86_64::*;
         const TILE: usize = 4;
         let g = self.panel_pass(out, sums, &rows, panel, input, held, height, width);
-        let (cp, k, s, pl, wo, cb) = (g.cp, self.kernel, self.stride, g.pl, g.wo, g.cb);
+        let (cp, k, s, pl, wo, cb) = (g.cp, g.k, g.s, g.pl, g.wo, g.cb);
         let src = input[panel * g.plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
         let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
