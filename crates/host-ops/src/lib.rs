@@ -13,7 +13,7 @@
 //! [`gemm`]: matrix products against weights packed once, with bias, residual add and SiLU
 //! applied in registers (the vision tower's 1x1 convolutions on flex); [`avx2::silu`] is the
 //! SiLU of eight lanes for such kernels, and [`avx512`] the same SiLU on sixteen lanes (bit
-//! for bit), which kernels apply to rows they have just stored where the CPU has AVX-512F.
+//! for bit), in registers or over rows a kernel has just stored, where the CPU has AVX-512F.
 
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -394,8 +394,8 @@ pub mod avx2 {
     }
 }
 
-/// [`avx2`]'s SiLU on sixteen lanes, for the kernels to apply to what they have just stored:
-/// the same operations in the same order on each lane, so the same values bit for bit
+/// [`avx2`]'s SiLU on sixteen lanes, for kernels that keep sixteen lanes in registers or apply
+/// it to what they have just stored: the same operations in the same order on each lane, so the same values bit for bit
 /// (checked over all 2^32 inputs in a scratch program; unit-tested here). On AMD's Zen 4,
 /// which runs a 16-lane operation as two 8-lane halves, it still takes ~0.7x the time of the
 /// 8-lane version per value (fewer instructions to issue: BENCHMARKS.md, item 32).
