@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use align_processor::{RgbImage, decode_path};
 use anyhow::anyhow;
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
@@ -21,7 +22,8 @@ pub struct ImageArgs {
 
 impl ImageArgs {
     /// Calls `f` with each batch of decoded images and their paths, in argument order. A
-    /// second thread decodes the next batch while `f` runs on the current one.
+    /// second thread decodes the next batch (its images in parallel) while `f` runs on the
+    /// current one.
     pub fn for_each_batch(
         &self,
         device: &burn::tensor::Device,
@@ -37,7 +39,10 @@ impl ImageArgs {
             let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel(0);
             scope.spawn(move || {
                 for chunk in self.images.chunks(batch as usize) {
-                    let decoded: Vec<_> = chunk.iter().map(|p| decode_path(p, decode)).collect();
+                    // On rayon's pool: the first batch has both cores to itself (nothing runs
+                    // before it), the later ones fill the gaps of the batch before them.
+                    let decoded: Vec<_> =
+                        chunk.par_iter().map(|p| decode_path(p, decode)).collect();
                     if decoded_tx.send((chunk, decoded)).is_err() {
                         // `f` failed: nothing more is wanted.
                         break;

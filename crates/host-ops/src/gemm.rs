@@ -78,13 +78,12 @@ impl Packed {
                 .par_chunks_mut(self.k * NR)
                 .zip(self.data.par_chunks(self.k * NR))
                 .for_each(|(dst, src)| {
-                    for ((d, s), &f) in dst
-                        .chunks_exact_mut(NR)
-                        .zip(src.chunks_exact(NR))
-                        .zip(scale)
-                    {
-                        d.iter_mut().zip(s).for_each(|(d, &s)| *d = s * f);
+                    #[cfg(target_arch = "x86_64")]
+                    if crate::has_avx2_fma() {
+                        // SAFETY: the CPU has AVX2.
+                        return unsafe { scale_panel_avx2(dst, src, scale) };
                     }
+                    scale_panel(dst, src, scale)
                 });
         }
         Self {
@@ -104,6 +103,29 @@ impl Packed {
     pub fn into_storage(self) -> Vec<f32> {
         self.data
     }
+}
+
+/// Row `p` of the `[k, 16]` panel `src` times `scale[p]`, into `dst`.
+#[inline]
+fn scale_panel(dst: &mut [f32], src: &[f32], scale: &[f32]) {
+    for ((d, s), &f) in dst
+        .chunks_exact_mut(NR)
+        .zip(src.chunks_exact(NR))
+        .zip(scale)
+    {
+        let (d, s): (&mut [f32; NR], &[f32; NR]) = (d.try_into().unwrap(), s.try_into().unwrap());
+        for (d, s) in d.iter_mut().zip(s) {
+            *d = s * f;
+        }
+    }
+}
+
+/// [`scale_panel`] compiled for AVX2 (two 8-lane multiplies per row; the compiler left the
+/// portable loop as sixteen scalar multiplies, 1.6 % of `align embed-images`' samples).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scale_panel_avx2(dst: &mut [f32], src: &[f32], scale: &[f32]) {
+    scale_panel(dst, src, scale)
 }
 
 /// What is applied to each output value `x` at column `j`, row `i`, in this order.
