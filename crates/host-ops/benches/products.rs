@@ -4,7 +4,9 @@
 //! * `products/<kind>_<m>x<k>x<n>`: [`host_ops::gemm::gemm`] on every distinct 1x1 product of
 //!   the network (`e`: an expansion, `[H*W, C]` rows times `[C, 6C]`, bias and SiLU applied in
 //!   registers, written as panels of 16 columns ([`gemm_panels`]) as the network does; `p`: a
-//!   projection, bias and residual). Throughput is in floating-point
+//!   projection, bias and residual, reading `a` as panels of 16 columns ([`gemm_from_panels`])
+//!   as the network does after an expansion; `r`: the projections of the blocks without
+//!   expansion, which read `a` as rows ([`gemm()`])). Throughput is in floating-point
 //!   operations (`2 m k n` per product). Weights are distinct per call, as in the network,
 //!   where each layer's weights come from memory.
 //! * `fma_peak/one_thread`: twelve independent chains of 8-lane fused multiply-adds, the most
@@ -14,12 +16,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use host_ops::gemm::{Epilogue, Packed, gemm, gemm_panels};
+use host_ops::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
 
 /// (kind, rows, inner, columns, times in the network) for align-base at 289x289.
 const SHAPES: [(char, usize, usize, usize, usize); 21] = [
-    ('p', 20736, 64, 32, 1),
-    ('p', 20736, 32, 32, 3),
+    ('r', 20736, 64, 32, 1),
+    ('r', 20736, 32, 32, 3),
     ('e', 20736, 32, 192, 1),
     ('p', 5184, 192, 48, 1),
     ('e', 5184, 48, 288, 7),
@@ -84,6 +86,7 @@ fn products(c: &mut Criterion) {
                 next = (next + 1) % weights.len();
                 match kind {
                     'e' => gemm_panels(&a, &weights[next], &mut out, m * 16, epilogue),
+                    'p' => gemm_from_panels(&a, &weights[next], &mut out[..m * n], epilogue),
                     _ => gemm(&a, &weights[next], &mut out[..m * n], epilogue),
                 }
                 black_box(&out);
