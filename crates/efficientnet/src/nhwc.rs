@@ -1129,10 +1129,13 @@ impl Depthwise {
 
     /// [`Self::panel_rows_avx2`] with each pixel's 16 channels in one AVX-512 register: the
     /// same multiply-adds, SiLU and sums per lane in the same order (the same values bit for
-    /// bit), with half the instructions. At stride 1 with 3x3 or 5x5 taps the pixels whose
-    /// taps all fall inside the input go 8 (else 4) at a time through [`Self::window`], which
-    /// loads each input column once per tap row (the 32 registers hold the row's columns and
-    /// the accumulators): 1.1-1.4x on align-base's 5x5 maps of 18x18 and 36x36 pixels.
+    /// bit), with half the instructions. At stride 1 with 3x3 or 5x5 taps the pixels go 8
+    /// (else 4) at a time through [`Self::window`], which loads each input column once per
+    /// tap row (the 32 registers hold the row's columns and the accumulators): with 3x3 taps
+    /// the pixels whose taps are all inside the input, with 5x5 the whole row, the columns
+    /// outside the input as zeros (their products add zero: the same values, except that an
+    /// exact zero could come out with the other sign). BENCHMARKS.md, items 35-36: 1.1-1.5x
+    /// on align-base's 5x5 maps, about even on its 3x3 ones.
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and AVX-512F.
@@ -1169,26 +1172,39 @@ impl Depthwise {
                 let mut total = _mm512_loadu_ps(sum);
                 let mut ox = 0;
                 while ox < wo {
-                    if s == 1 && (k == 3 || k == 5) && ox >= g.oxl && ox + TILE <= g.oxr {
-                        // (8 pixels where they fit, else 4)
-                        let (wide, taps) = (ox + WIDE <= g.oxr, (ky0, ky1, first_row));
-                        let (at, o, t) =
-                            ((src, width, held, ox - pl), out.add(ox * PANEL), &mut total);
-                        ox += match (wide, k) {
-                            (true, 3) => {
-                                Self::window::<WIDE, 3, { WIDE + 2 }>(b, at, taps, wt, cp, o, t)
-                            }
-                            (true, _) => {
-                                Self::window::<WIDE, 5, { WIDE + 4 }>(b, at, taps, wt, cp, o, t)
-                            }
-                            (false, 3) => {
-                                Self::window::<TILE, 3, { TILE + 2 }>(b, at, taps, wt, cp, o, t)
-                            }
-                            (false, _) => {
-                                Self::window::<TILE, 5, { TILE + 4 }>(b, at, taps, wt, cp, o, t)
-                            }
+                    // 5x5: the whole row in windows (8 pixels where 8 remain, else 4, the
+                    // last one possibly short; the edge pixels' 25 dependent multiply-adds one
+                    // pixel at a time cost more than their taps outside the input). 3x3: the
+                    // pixels whose taps are all inside, 8 where they fit, else 4.
+                    let interior = ox >= g.oxl && ox + TILE <= g.oxr;
+                    if s == 1 && (k == 5 || (k == 3 && interior)) {
+                        let fits = if k == 5 {
+                            ox + WIDE <= wo
+                        } else {
+                            ox + WIDE <= g.oxr
                         };
-                    } else if ox >= g.oxl && ox + TILE <= g.oxr {
+                        let t = if fits { WIDE } else { TILE };
+                        let pixels = t.min(wo - ox);
+                        let at = (src, width, held, ox as isize - pl as isize);
+                        let (taps, o, sums) =
+                            ((ky0, ky1, first_row), out.add(ox * PANEL), &mut total);
+                        let o = (o, pixels);
+                        match (t, k) {
+                            (WIDE, 3) => Self::window::<WIDE, 3, { WIDE + 2 }, false>(
+                                b, at, taps, wt, cp, o, sums,
+                            ),
+                            (WIDE, _) => Self::window::<WIDE, 5, { WIDE + 4 }, true>(
+                                b, at, taps, wt, cp, o, sums,
+                            ),
+                            (_, 3) => Self::window::<TILE, 3, { TILE + 2 }, false>(
+                                b, at, taps, wt, cp, o, sums,
+                            ),
+                            _ => Self::window::<TILE, 5, { TILE + 4 }, true>(
+                                b, at, taps, wt, cp, o, sums,
+                            ),
+                        }
+                        ox += pixels;
+                    } else if interior {
                         let mut acc = [b; TILE];
                         let mut iy = first_row;
                         for ky in ky0..ky1 {
@@ -1233,44 +1249,61 @@ impl Depthwise {
         }
     }
 
-    /// `T` neighbouring output pixels of a panel at stride 1 with `K` x `K` taps, all inside
-    /// the input (for [`Self::panel_rows_avx512`]): in each tap row the `C` = `T + K - 1` input
-    /// columns the pixels read are loaded once each and used by every pixel that reads them
-    /// (a tile of 4 pixels loaded each column up to `K` times); each pixel gets the bias `b`,
-    /// its taps in the same order as in [`Self::panel_rows_avx2`], SiLU, is stored to `out`
-    /// and added to `total`, pixel after pixel. `at` is the panel's input (`held` ring rows of
-    /// `width` pixels) and the input column of the first pixel's first tap, `taps` the kernel
-    /// rows `ky0..ky1` and the ring row of the first, `wt` the panel's first weight (taps `cp`
-    /// apart). Returns `T`, the pixels done.
+    /// Up to `T` neighbouring output pixels of a panel at stride 1 with `K` x `K` taps (for
+    /// [`Self::panel_rows_avx512`]): in each tap row the `C` = `T + K - 1` input columns the
+    /// pixels read are loaded once each and used by every pixel that reads them (a tile of 4
+    /// pixels loaded each column up to `K` times); each pixel gets the bias `b`, its taps in
+    /// the same order as in [`Self::panel_rows_avx2`], SiLU, is stored to `out` and added to
+    /// `total`, pixel after pixel. `at` is the panel's input (`held` ring rows of `width`
+    /// pixels) and the input column of the first pixel's first tap, `taps` the kernel rows
+    /// `ky0..ky1` and the ring row of the first, `wt` the panel's first weight (taps `cp`
+    /// apart). With `EDGES`, columns outside the input are zeros (the taps that read them add
+    /// zero) and only the first `pixels` of the `T` are stored; without, all `T` are and all
+    /// columns must be inside.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the `C` columns from `x0` of the tap rows lie inside the input,
-    /// `wt` holds `K * K` taps `cp` apart, and `T` pixels of 16 values from `out` are the
-    /// caller's to write.
+    /// The CPU has AVX-512F; without `EDGES`, the `C` columns from `x0` of the tap rows lie
+    /// inside the input; `wt` holds `K * K` taps `cp` apart, and the pixels stored (`pixels`
+    /// with `EDGES`, else `T`) of 16 values from `out` are the caller's to write.
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,avx512f")]
-    unsafe fn window<const T: usize, const K: usize, const C: usize>(
+    unsafe fn window<const T: usize, const K: usize, const C: usize, const EDGES: bool>(
         b: std::arch::x86_64::__m512,
-        (src, width, held, x0): (*const f32, usize, usize, usize),
+        (src, width, held, x0): (*const f32, usize, usize, isize),
         (ky0, ky1, first_row): (usize, usize, usize),
         wt: *const f32,
         cp: usize,
-        out: *mut f32,
+        (out, pixels): (*mut f32, usize),
         total: &mut std::arch::x86_64::__m512,
-    ) -> usize {
+    ) {
         use std::arch::x86_64::*;
         debug_assert_eq!(C, T + K - 1);
+        debug_assert!(pixels <= T);
+        // Whether all C columns are inside the row (else those outside are zeros).
+        let inside = !EDGES || (x0 >= 0 && x0 + C as isize <= width as isize);
+        debug_assert!(inside || EDGES);
+        let pixels = if EDGES { pixels } else { T };
         let mut acc = [b; T];
         let mut iy = first_row;
-        // SAFETY: the caller's contract.
+        // SAFETY: the caller's contract; a column is loaded only if it is inside the row.
         unsafe {
             for ky in ky0..ky1 {
-                let xrow = src.add((iy * width + x0) * PANEL);
+                let xrow = src.add(iy * width * PANEL);
                 iy = if iy + 1 == held { 0 } else { iy + 1 };
                 let wrow = wt.add(ky * K * cp);
-                let cols: [__m512; C] =
-                    std::array::from_fn(|j| _mm512_loadu_ps(xrow.add(j * PANEL)));
+                let cols: [__m512; C] = if inside {
+                    std::array::from_fn(|j| _mm512_loadu_ps(xrow.add((x0 as usize + j) * PANEL)))
+                } else {
+                    std::array::from_fn(|j| {
+                        let x = x0 + j as isize;
+                        if (0..width as isize).contains(&x) {
+                            _mm512_loadu_ps(xrow.add(x as usize * PANEL))
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    })
+                };
                 for kx in 0..K {
                     let w = _mm512_loadu_ps(wrow.add(kx * cp));
                     for (p, acc) in acc.iter_mut().enumerate() {
@@ -1278,13 +1311,12 @@ impl Depthwise {
                     }
                 }
             }
-            for (p, &acc) in acc.iter().enumerate() {
+            for (p, &acc) in acc.iter().enumerate().take(pixels) {
                 let y = host_ops::avx512::silu(acc);
                 _mm512_storeu_ps(out.add(p * PANEL), y);
                 *total = _mm512_add_ps(*total, y);
             }
         }
-        T
     }
 
     /// Output row `oy` before the activation, portable code.
@@ -1497,7 +1529,8 @@ mod tests {
                 let on_panels = by_panel(&|_| None);
                 let on_ring = by_panel(&|oy| Some(ring_for(oy)));
                 // Where the CPU has AVX-512F, `panel_rows` runs the 16-lane kernel: bit for
-                // bit the 8-lane one, values and row sums.
+                // bit the 8-lane one, values and row sums (its 5x5 edge windows add zero
+                // products, which could flip the sign of an exact zero: none here).
                 if host_ops::has_avx512f() {
                     let kernel = |wide: bool| {
                         let mut planes = vec![f32::NAN; ho * wo * cp];
