@@ -1129,13 +1129,14 @@ impl Depthwise {
 
     /// [`Self::panel_rows_avx2`] with each pixel's 16 channels in one AVX-512 register: the
     /// same multiply-adds, SiLU and sums per lane in the same order (the same values bit for
-    /// bit), with half the instructions. At stride 1 with 3x3 or 5x5 taps the pixels go 8
-    /// (else 4) at a time through [`Self::window`], which loads each input column once per
-    /// tap row (the 32 registers hold the row's columns and the accumulators): with 3x3 taps
-    /// the pixels whose taps are all inside the input, with 5x5 the whole row, the columns
-    /// outside the input as zeros (their products add zero: the same values, except that an
-    /// exact zero could come out with the other sign). BENCHMARKS.md, items 35-36: 1.1-1.5x
-    /// on align-base's 5x5 maps, about even on its 3x3 ones.
+    /// bit but for the sign of an exact zero, see below), with half the instructions. At
+    /// stride 1 with 3x3 or 5x5 taps the pixels go 8 (else 4) at a time through
+    /// [`Self::window`], which loads each input column once per tap row (the 32 registers
+    /// hold the row's columns and the accumulators): with 3x3 taps the pixels whose taps are
+    /// all inside the input, with 5x5 the whole row, the columns outside the input as zeros
+    /// (their products add zero: the same values, except that an exact zero could come out
+    /// with the other sign). BENCHMARKS.md, items 35-36: 1.1-1.5x on align-base's 5x5 maps,
+    /// about even on its 3x3 ones.
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and AVX-512F.
@@ -1279,10 +1280,16 @@ impl Depthwise {
     ) {
         use std::arch::x86_64::*;
         debug_assert_eq!(C, T + K - 1);
-        debug_assert!(pixels <= T);
-        // Whether all C columns are inside the row (else those outside are zeros).
-        let inside = !EDGES || (x0 >= 0 && x0 + C as isize <= width as isize);
-        debug_assert!(inside || EDGES);
+        debug_assert!(pixels <= T && (EDGES || pixels == T));
+        // Whether all C columns are inside the row (else those outside are zeros; known
+        // without EDGES).
+        let all_in = x0 >= 0 && x0 + C as isize <= width as isize;
+        debug_assert!(
+            all_in || EDGES,
+            "a window without EDGES reads outside the row"
+        );
+        let inside = !EDGES || all_in;
+        // (a constant without EDGES)
         let pixels = if EDGES { pixels } else { T };
         let mut acc = [b; T];
         let mut iy = first_row;
