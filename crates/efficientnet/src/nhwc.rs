@@ -17,9 +17,12 @@
 //!   memory whole;
 //! * depthwise: direct convolution, padding read as zeros, + bias + SiLU, summing each
 //!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
-//!   CPU has it; AVX-512, bit for bit the same, where it has that too): on an expansion's panels, panel by panel, each panel through all the output
-//!   rows, four pixels at a time (a panel's rows and weights stay in L1: on channels-last
-//!   input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps of all panels),
+//!   CPU has it; AVX-512 where it has that too, the same values bit for bit but for the sign
+//!   of an exact zero): on an expansion's panels, panel by panel, each panel through all the
+//!   output rows, four pixels at a time (with AVX-512 at stride 1 and 3x3 or 5x5 taps, eight,
+//!   each input column loaded once per tap row) (a panel's rows and weights stay in L1: on
+//!   channels-last input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps
+//!   of all panels),
 //!   written as panels too (one stream of writes per panel); on a channels-last input
 //!   (blocks without expansion), pixel by pixel, written channels-last;
 //! * squeeze-excite: the two small products (packed too); its per-channel scale is folded
