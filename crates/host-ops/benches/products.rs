@@ -2,20 +2,21 @@
 //! 289x289), with the FMA peak of this CPU measured beside them: `cargo bench -p host-ops`.
 //!
 //! * `products/<kind>_<m>x<k>x<n>`: [`host_ops::gemm::gemm`] on every distinct 1x1 product of
-//!   the network (`e`: an expansion, `[H*W, C]` rows times `[C, 6C]`, bias and SiLU applied in
-//!   registers, written as panels of 16 columns ([`gemm_panels`]) as the network does; `p`: a
+//!   the network (`e`: an expansion, `[H*W, C]` rows times `[C, 6C]`, bias and SiLU applied as
+//!   the network does, written as panels of 16 columns ([`gemm_panels`]); `p`: a
 //!   projection, bias and residual, reading `a` as panels of 16 columns ([`gemm_from_panels`])
 //!   as the network does after an expansion; `r`: the projections of the blocks without
 //!   expansion, which read `a` as rows ([`gemm()`])). Throughput is in floating-point
 //!   operations (`2 m k n` per product). Weights are distinct per call, as in the network,
-//!   where each layer's weights come from memory.
+//!   where each layer's weights come from memory. The benches run inside rayon's pool, as
+//!   the network's products do.
 //! * `fma_peak/one_thread`: twelve independent chains of 8-lane fused multiply-adds, the most
 //!   one core does (twice that is the ceiling of a 2-core product).
 //! * `silu/<n>`: [`host_ops::silu_inplace`] on n values (one thread).
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use host_ops::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
 
 /// (kind, rows, inner, columns, times in the network) for align-base at 289x289.
@@ -145,4 +146,12 @@ fn silu(c: &mut Criterion) {
 }
 
 criterion_group!(benches, products, fma_peak, silu);
-criterion_main!(benches);
+
+/// `criterion_main!`, but with the benches inside rayon's pool, as the network calls the
+/// products (`EfficientNet::run_on_host` runs each image on a worker): called from the main
+/// thread, every product would first hand its tasks to the pool and wait to be woken, which
+/// took 3-9 % off the single-thread figures of the late shapes.
+fn main() {
+    rayon::scope(|_| benches());
+    Criterion::default().configure_from_args().final_summary();
+}
