@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use test_support::{max_abs_diff, read_npy};
+
 const TINY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/align/tiny"
@@ -15,11 +17,8 @@ fn tiny() -> PathBuf {
     PathBuf::from(TINY)
 }
 
-fn reference(name: &str) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(tiny().join("reference").join(name)).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().to_vec();
-    (shape, npy.into_vec().unwrap())
+fn reference(name: &str) -> (Vec<usize>, Vec<f32>) {
+    read_npy(&tiny().join("reference").join(name))
 }
 
 fn texts() -> Vec<String> {
@@ -65,25 +64,13 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap();
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    assert_eq!(npy.order(), npyz::Order::C);
-    let shape = npy.shape().to_vec();
-    (shape, npy.into_vec().unwrap())
-}
-
 fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
     assert_within(actual, expected, what, 1e-5);
 }
 
 fn assert_within(actual: &[f32], expected: &[f32], what: &str, tol: f32) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
-    let max = actual
-        .iter()
-        .zip(expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_abs_diff(actual, expected);
     assert!(max <= tol, "{what}: max abs diff {max} > {tol}");
 }
 
@@ -104,16 +91,12 @@ fn classify_prints_the_reference_logits_and_probs_per_image() {
     assert_eq!(lines.len(), 2);
     let (shape, logits) = reference("logits_per_image.npy");
     let (_, probs) = reference("probs.npy");
-    let logits64: Vec<f32> = {
-        let bytes = std::fs::read(tiny().join("reference/logits_per_image_f64.npy")).unwrap();
-        let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-        npy.into_vec::<f64>()
-            .unwrap()
-            .iter()
-            .map(|&v| v as f32)
-            .collect()
-    };
-    let k = shape[1] as usize;
+    let logits64: Vec<f32> = read_npy::<f64>(&tiny().join("reference/logits_per_image_f64.npy"))
+        .1
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let k = shape[1];
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["image"], images()[i].as_str());
         let labels: Vec<String> = serde_json::from_value(line["labels"].clone()).unwrap();

@@ -61,7 +61,7 @@ fn parity_tiny_zero_shot_pipeline() {
         .unwrap();
     assert_eq!(
         ids,
-        read_i64(&reference().join("input_ids.npy")).1,
+        read_npy::<i64>(&reference().join("input_ids.npy")).1,
         "token ids"
     );
 

@@ -83,10 +83,7 @@ fn pixels_match_pillow_reference() {
                 }
             }
             "f32" => {
-                let bytes = std::fs::read(fixture(expected)).unwrap();
-                let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-                let want_shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-                let want: Vec<f32> = npy.into_vec().unwrap();
+                let (want_shape, want) = test_support::read_npy::<f32>(&fixture(expected));
                 assert_eq!(&shape[1..], &want_shape[..], "{name}: shape");
                 // One uint8 step after normalisation: 1 / 255 / (std * std) with include_top.
                 let step = 1.0 / 255.0 / (cfg.image_std[0] * cfg.image_std[0]);

@@ -25,12 +25,12 @@ fn tiny_parity(name: &str, expect_pooler: bool) {
         int_tensor(&dir.join("attention_mask.npy"), &dev),
         int_tensor(&dir.join("token_type_ids.npy"), &dev),
     );
-    let (shape, expected) = read_npy_f32(&dir.join("last_hidden_state.npy"));
+    let (shape, expected) = read_npy::<f32>(&dir.join("last_hidden_state.npy"));
     assert_eq!(out.last_hidden_state.dims().to_vec(), shape);
     let diff = max_abs_diff(&to_vec(out.last_hidden_state), &expected);
     assert!(diff < 1e-5, "{name}: last_hidden_state max abs diff {diff}");
     if expect_pooler {
-        let (_, expected) = read_npy_f32(&dir.join("pooler_output.npy"));
+        let (_, expected) = read_npy::<f32>(&dir.join("pooler_output.npy"));
         let diff = max_abs_diff(&to_vec(out.pooler_output.unwrap()), &expected);
         assert!(diff < 1e-5, "{name}: pooler_output max abs diff {diff}");
     }
@@ -107,7 +107,7 @@ fn parity_minilm_real_weights() {
     let out = model.forward(ids.clone(), mask.clone(), types.clone());
     let first = model.first_token(ids, mask.clone(), types);
 
-    let (shape, expected) = read_npy_f32(&dir.join("last_hidden_state.npy"));
+    let (shape, expected) = read_npy::<f32>(&dir.join("last_hidden_state.npy"));
     let [batch, seq_len, hidden] = [shape[0], shape[1], shape[2]];
     assert_eq!(first.dims(), [batch, hidden]);
     let expected_first: Vec<f32> = (0..batch)
@@ -123,7 +123,7 @@ fn parity_minilm_real_weights() {
     eprintln!("MiniLM last_hidden_state max abs diff {diff:.2e}");
 
     let emb = mean_pooled_normalized(out.last_hidden_state, mask);
-    let (_, expected) = read_npy_f32(&dir.join("sentence_embedding.npy"));
+    let (_, expected) = read_npy::<f32>(&dir.join("sentence_embedding.npy"));
     let diff = max_abs_diff(&to_vec(emb), &expected);
     assert!(diff < 1e-4, "MiniLM sentence embedding max abs diff {diff}");
     eprintln!("MiniLM sentence embedding max abs diff {diff:.2e}");

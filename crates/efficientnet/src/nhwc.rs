@@ -1382,18 +1382,7 @@ impl Depthwise {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use test_support::values;
 
     /// `[h, w, c]` as panels of 16 channels, `[ceil(c / 16), h, w, 16]` (padding lanes zero,
     /// as an expansion writes them).

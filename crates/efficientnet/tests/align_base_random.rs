@@ -5,8 +5,9 @@
 mod common;
 
 use burn::tensor::Device;
-use common::{max_abs_diff, tensor4, test_data};
+use common::{max_abs_diff, tensor4};
 use efficientnet::{EfficientNet, EfficientNetConfig};
+use test_support::test_data;
 
 const POOLED_TOL: f32 = 1e-4;
 const STAGE_TOL: f32 = 5e-4;

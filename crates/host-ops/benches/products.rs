@@ -18,6 +18,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
 use host_ops::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
+use test_support::values;
 
 /// (kind, rows, inner, columns, times in the network) for align-base at 289x289.
 const SHAPES: [(char, usize, usize, usize, usize); 21] = [
@@ -43,18 +44,6 @@ const SHAPES: [(char, usize, usize, usize, usize); 21] = [
     ('e', 81, 640, 3840, 3),
     ('p', 81, 3840, 640, 3),
 ];
-
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect()
-}
 
 fn products(c: &mut Criterion) {
     let mut group = c.benchmark_group("products");

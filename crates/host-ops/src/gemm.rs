@@ -707,6 +707,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::values;
 
     /// `[m, n]` from a float64 triple loop over `a` `[m, k]` and `w` `[n, k]`.
     fn reference(a: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
@@ -719,18 +720,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
