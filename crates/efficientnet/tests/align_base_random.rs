@@ -5,9 +5,9 @@
 mod common;
 
 use burn::tensor::Device;
-use common::{max_abs_diff, tensor4};
+use common::max_abs_diff;
 use efficientnet::{EfficientNet, EfficientNetConfig};
-use test_support::test_data;
+use test_support::{float_tensor, test_data};
 
 const POOLED_TOL: f32 = 1e-4;
 const STAGE_TOL: f32 = 5e-4;
@@ -36,7 +36,7 @@ fn align_base_random_photos() {
     let mut worst_pooled = 0.0f32;
     let mut worst_stages = vec![0.0f32; config.in_channels.len()];
     for photo in ["chelsea", "coffee", "astronaut"] {
-        let x = tensor4(
+        let x = float_tensor::<4>(
             &reference.join(format!("{photo}_pixel_values.npy")),
             &device,
         );

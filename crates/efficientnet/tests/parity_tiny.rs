@@ -7,8 +7,9 @@
 mod common;
 
 use burn::tensor::Device;
-use common::{fixtures, max_abs_diff, tensor4};
+use common::{fixtures, max_abs_diff};
 use efficientnet::{EfficientNet, EfficientNetConfig};
+use test_support::float_tensor;
 
 /// The pooled output's bound at unit scale, held against the float64 value of the reference
 /// network (`pooled_f64.npy`, what every float32 implementation approximates). Float32
@@ -73,7 +74,7 @@ fn check(case: &str, fold: bool) {
             "device {name}"
         );
     }
-    let x = tensor4(&dir.join("pixel_values.npy"), &device);
+    let x = float_tensor::<4>(&dir.join("pixel_values.npy"), &device);
     let out = model
         .forward_with_intermediates(x.clone())
         .expect("forward");

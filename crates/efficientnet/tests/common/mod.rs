@@ -4,14 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 pub fn fixtures() -> PathBuf {
     test_support::fixtures("efficientnet")
-}
-
-pub fn tensor4(path: &Path, device: &Device) -> Tensor<4> {
-    test_support::float_tensor(path, device)
 }
 
 /// Max |a - b| between a tensor and a reference `.npy` (infinity where either is NaN); panics
