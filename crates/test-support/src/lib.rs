@@ -5,16 +5,22 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+/// The workspace root (this crate is `crates/test-support` in it).
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/test-support sits two levels below the workspace root")
+}
+
 /// `tests/fixtures/<name>` at the workspace root (the small committed references).
 pub fn fixtures(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
+    workspace_root().join("tests/fixtures").join(name)
 }
 
 /// `test-data/` at the workspace root (the references made on demand, not committed).
 pub fn test_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-data")
+    workspace_root().join("test-data")
 }
 
 /// The device under test: burn's default, i.e. `BURN_DEVICE` when set.
