@@ -139,7 +139,7 @@ criterion_group!(benches, products, fma_peak, silu);
 /// `criterion_main!`, but with the benches inside rayon's pool, as the network calls the
 /// products (`EfficientNet::run_on_host` runs each image on a worker): called from the main
 /// thread, every product would first hand its tasks to the pool and wait to be woken, which
-/// took 3-9 % off the single-thread figures of the late shapes.
+/// took 3-9 % off most shapes' single-thread figures (BENCHMARKS.md, "Profile now").
 fn main() {
     rayon::scope(|_| benches());
     Criterion::default().configure_from_args().final_summary();
