@@ -17,8 +17,14 @@ use rayon::prelude::*;
 
 /// Columns per panel.
 const NR: usize = 16;
-/// Rows per register block.
+/// Rows per register block of the AVX2 kernel (twelve 8-lane accumulators).
 const MR: usize = 6;
+/// Rows per register block of the AVX-512 kernel (nine 16-lane accumulators): align-base's
+/// maps (144, 72, 36, 18 and 9 pixels square) all have a multiple of 9 pixels, so no block
+/// of it is short (the 81-row products of the 9x9 maps left 3 rows to a short block of 6).
+const MR_WIDE: usize = 9;
+/// Rows of a task of rows (at most; a multiple of the register block).
+const TILE_ROWS: usize = 96;
 /// Products of fewer multiply-adds run on the calling thread (about 10 us: less than handing
 /// tasks to the pool costs; e.g. the squeeze-excite products of the early blocks).
 const SERIAL_MACS: usize = 1 << 17;
@@ -150,7 +156,7 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
         epilogue,
         Input::Rows,
         Layout::Rows,
-        crate::has_avx2_fma(),
+        Kernel::best(),
     );
 }
 
@@ -168,7 +174,7 @@ pub fn gemm_from_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilog
         epilogue,
         Input::Panels,
         Layout::Rows,
-        crate::has_avx2_fma(),
+        Kernel::best(),
     );
 }
 
@@ -190,7 +196,7 @@ pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], stride: usize, epilog
         epilogue,
         Input::Rows,
         Layout::Panels { stride },
-        crate::has_avx2_fma(),
+        Kernel::best(),
     );
 }
 
@@ -222,8 +228,40 @@ enum Layout {
     Panels { stride: usize },
 }
 
-/// [`gemm()`] / [`gemm_panels`] / [`gemm_from_panels`], with the AVX2+FMA kernel or without
-/// (`avx2` true only where the CPU has them).
+/// Which kernel runs the products.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kernel {
+    /// The `gemm` crate panel by panel, the epilogue in a second pass.
+    Portable,
+    /// 6 rows x 16 columns in twelve 8-lane accumulators (AVX2 + FMA).
+    Avx2,
+    /// 9 rows x 16 columns in nine 16-lane accumulators (AVX-512F): the same multiply-adds
+    /// in the same order as [`Kernel::Avx2`], so the same values bit for bit.
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    fn best() -> Self {
+        if crate::has_avx512f() {
+            Kernel::Avx512
+        } else if crate::has_avx2_fma() {
+            Kernel::Avx2
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    /// Rows per register block.
+    fn rows(self) -> usize {
+        match self {
+            Kernel::Avx512 => MR_WIDE,
+            Kernel::Avx2 | Kernel::Portable => MR,
+        }
+    }
+}
+
+/// [`gemm()`] / [`gemm_panels`] / [`gemm_from_panels`] with `kernel` (one this CPU runs).
 fn gemm_on(
     a: &[f32],
     w: &Packed,
@@ -231,7 +269,7 @@ fn gemm_on(
     epilogue: Epilogue,
     input: Input,
     layout: Layout,
-    avx2: bool,
+    kernel: Kernel,
 ) {
     let (k, n) = (w.k, w.n);
     let m = match a.len().checked_div(input.row_len(k)) {
@@ -262,12 +300,13 @@ fn gemm_on(
         return;
     }
     let panels = n.div_ceil(NR);
-    let blocks = m.div_ceil(MR);
+    let mr = kernel.rows();
+    let blocks = m.div_ceil(mr);
     let tasks = 4 * rayon::current_num_threads().max(1);
     // Tasks of rows when there are more rows than columns (each task reads all of `w`), else
     // of panels (each task reads all of `a`).
     let (rows_per_task, panels_per_task) = if m >= n {
-        (MR * blocks.div_ceil(tasks).clamp(1, 16), panels)
+        (mr * blocks.div_ceil(tasks).clamp(1, TILE_ROWS / mr), panels)
     } else {
         (m, panels.div_ceil(tasks))
     };
@@ -281,7 +320,11 @@ fn gemm_on(
         let out = &out;
         // SAFETY: tasks write disjoint (row range, panel range) blocks of `out`, whose
         // extent `m * n` was checked above.
-        unsafe { task(a, w, out.0, m, rows, panels, epilogue, input, layout, avx2) };
+        unsafe {
+            task(
+                a, w, out.0, m, rows, panels, epilogue, input, layout, kernel,
+            )
+        };
     };
     if m * n * k < SERIAL_MACS {
         (0..row_tiles * panel_groups).for_each(run);
@@ -294,12 +337,12 @@ struct SharedOut(*mut f32);
 // SAFETY: only used to hand disjoint blocks of one buffer to rayon tasks.
 unsafe impl Sync for SharedOut {}
 
-/// One task: `rows` x the columns of `panels`: with `avx2`, the AVX2+FMA kernel below, else
-/// the `gemm` crate panel by panel and the epilogue in a second pass.
+/// One task: `rows` x the columns of `panels` with `kernel` (the AVX2 and AVX-512 ones below,
+/// or the `gemm` crate panel by panel and the epilogue in a second pass).
 ///
 /// # Safety
 /// `out` points to the output (`layout`, checked against `m` and `w.n`), of which this task
-/// alone writes its block; `avx2` only on a CPU with AVX2 and FMA.
+/// alone writes its block; `kernel` is one this CPU runs.
 #[allow(clippy::too_many_arguments)]
 unsafe fn task(
     a: &[f32],
@@ -311,15 +354,15 @@ unsafe fn task(
     epilogue: Epilogue,
     input: Input,
     layout: Layout,
-    avx2: bool,
+    kernel: Kernel,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
+    if kernel != Kernel::Portable {
+        let wide = kernel == Kernel::Avx512;
         // SAFETY: forwarded from the caller.
-        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue, input, layout) };
+        unsafe { avx2::task(a, w, out, m, rows, panels, epilogue, input, layout, wide) };
         return;
     }
-    let _ = avx2;
     let (k, n) = (w.k, w.n);
     debug_assert!(rows.end <= m);
     for panel in panels {
@@ -393,13 +436,14 @@ unsafe fn task(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Epilogue, Input, KC, Layout, MR, NR, Packed};
+    use super::{Epilogue, Input, KC, Layout, MR, MR_WIDE, NR, Packed};
 
     /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
-    /// once, with every 6-row block of `rows` passing over it.
+    /// once, with every 6-row block of `rows` passing over it (with `wide`, 9-row blocks of
+    /// the AVX-512 kernel, [`kernel_wide`]).
     ///
     /// # Safety
-    /// As [`super::task`], on a CPU with AVX2 and FMA.
+    /// As [`super::task`], on a CPU with AVX2 and FMA, and AVX-512F if `wide`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn task(
@@ -412,8 +456,10 @@ mod avx2 {
         epilogue: Epilogue,
         input: Input,
         layout: Layout,
+        wide: bool,
     ) {
         let (k, n) = (w.k, w.n);
+        let mr = if wide { MR_WIDE } else { MR };
         assert!(rows.end <= m && a.len() >= m * input.row_len(k));
         let blocks = k.div_ceil(KC).max(1);
         // (on panels, blocks of `k` start at a panel)
@@ -443,9 +489,13 @@ mod avx2 {
                 let cols = NR.min(n - col);
                 let bp = &w.data[panel * k * NR + k0 * NR..][..(k1 - k0) * NR];
                 // The block the next pass will read (the next panel, or the first panel of the
-                // next block of k): fetched a share per 6-row block of this pass, so that it is
+                // next block of k): fetched a share per row block of this pass, so that it is
                 // in cache when its first rows start (the weights come from memory once per
-                // image; read on demand, the first pass over a panel waited on them).
+                // image; read on demand, the first pass over a panel waited on them). The
+                // 6-row kernel's share is fetched before each call; the 9-row kernel fetches
+                // its share itself, a line per four steps of `k` (issued in one burst, the
+                // larger share of a 9-row block made the 81-row projections 3-7 % slower than
+                // the 6-row kernel; spread out, they are 8-10 % faster: BENCHMARKS.md, item 37).
                 let next = if panel + 1 < panels.end {
                     Some(&w.data[(panel + 1) * k * NR + k0 * NR..][..(k1 - k0) * NR])
                 } else if b + 1 < blocks {
@@ -454,7 +504,7 @@ mod avx2 {
                 } else {
                     None
                 };
-                let share = next.map_or(0, |x| (x.len() / NR).div_ceil(rows.len().div_ceil(MR)));
+                let share = next.map_or(0, |x| (x.len() / NR).div_ceil(rows.len().div_ceil(mr)));
                 let mut bias = [0.0f32; NR];
                 if let Some(src) = epilogue.bias {
                     bias[..cols].copy_from_slice(&src[col..col + cols]);
@@ -465,6 +515,8 @@ mod avx2 {
                 let step = Step {
                     first: b == 0,
                     last: b + 1 == blocks,
+                    bias_values: bias,
+                    cols_mask: ((1u32 << cols) - 1) as u16,
                     // SAFETY: `bias` holds 16 values.
                     bias: unsafe {
                         [
@@ -489,13 +541,19 @@ mod avx2 {
                 };
                 let mut r = rows.start;
                 while r < rows.end {
-                    if let Some(next) = next {
-                        let first = (r - rows.start) / MR * share;
-                        for line in first..(first + share).min(next.len() / NR) {
-                            // SAFETY: `line` < the block's rows: inside `next`.
-                            unsafe {
-                                _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(line * NR).cast())
-                            };
+                    // This row block's share of `next`: its first line and line count.
+                    let (pf, pf_lines) = match next {
+                        Some(next) => {
+                            let lines = next.len() / NR;
+                            let first = ((r - rows.start) / mr * share).min(lines);
+                            (next[first * NR..].as_ptr(), share.min(lines - first))
+                        }
+                        None => (w.data.as_ptr(), 0),
+                    };
+                    if !wide {
+                        for line in 0..pf_lines {
+                            // SAFETY: `line` < `pf_lines`: inside `next`.
+                            unsafe { _mm_prefetch::<_MM_HINT_T0>(pf.add(line * NR).cast()) };
                         }
                     }
                     // SAFETY: rows r.. up to rows.end of `out` belong to this task; `a` holds
@@ -507,16 +565,43 @@ mod avx2 {
                             Layout::Rows => out.add(r * n + col),
                             Layout::Panels { stride } => out.add(panel * stride + r * NR),
                         };
-                        match rows.end - r {
-                            1 => kernel::<1>(a0, lda, group, bp, o, r, &step),
-                            2 => kernel::<2>(a0, lda, group, bp, o, r, &step),
-                            3 => kernel::<3>(a0, lda, group, bp, o, r, &step),
-                            4 => kernel::<4>(a0, lda, group, bp, o, r, &step),
-                            5 => kernel::<5>(a0, lda, group, bp, o, r, &step),
-                            _ => kernel::<MR>(a0, lda, group, bp, o, r, &step),
+                        match (wide, rows.end - r) {
+                            (false, 1) => kernel::<1>(a0, lda, group, bp, o, r, &step),
+                            (false, 2) => kernel::<2>(a0, lda, group, bp, o, r, &step),
+                            (false, 3) => kernel::<3>(a0, lda, group, bp, o, r, &step),
+                            (false, 4) => kernel::<4>(a0, lda, group, bp, o, r, &step),
+                            (false, 5) => kernel::<5>(a0, lda, group, bp, o, r, &step),
+                            (false, _) => kernel::<MR>(a0, lda, group, bp, o, r, &step),
+                            (true, 1) => {
+                                kernel_wide::<1>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 2) => {
+                                kernel_wide::<2>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 3) => {
+                                kernel_wide::<3>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 4) => {
+                                kernel_wide::<4>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 5) => {
+                                kernel_wide::<5>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 6) => {
+                                kernel_wide::<6>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 7) => {
+                                kernel_wide::<7>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, 8) => {
+                                kernel_wide::<8>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            }
+                            (true, _) => kernel_wide::<MR_WIDE>(
+                                a0, lda, group, bp, o, r, &step, pf, pf_lines,
+                            ),
                         }
                     }
-                    r += MR;
+                    r += mr;
                 }
                 if later_silu {
                     let (o, ld) = match layout {
@@ -541,6 +626,9 @@ mod avx2 {
         last: bool,
         /// The panel's bias (zero where there is none).
         bias: [__m256; 2],
+        /// The same as values (for [`kernel_wide`]), and its columns as a 16-lane mask.
+        bias_values: [f32; NR],
+        cols_mask: u16,
         /// The panel's real columns, and whether it has all 16.
         mask: [__m256i; 2],
         full: bool,
@@ -702,6 +790,149 @@ mod avx2 {
             }
         }
     }
+
+    /// [`kernel`] on AVX-512F: `R` rows (`R <= MR_WIDE`) of one panel over one block of `k`,
+    /// one 16-lane accumulator per row, `a` broadcast by the multiply-adds' memory operand.
+    /// Each lane does the multiply-adds of [`kernel`] in the same order, and
+    /// [`finish_wide`] [`finish`]'s additions, so the values are the same bit for bit. Also
+    /// prefetches `pf_lines` lines of 16 values from `pf` (the next pass's weights), one per
+    /// four steps of `k`.
+    ///
+    /// # Safety
+    /// As [`kernel`], on a CPU with AVX-512F; `pf_lines` lines of 16 values from `pf` lie
+    /// inside one allocation.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn kernel_wide<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        group: usize,
+        b: &[f32],
+        out: *mut f32,
+        row: usize,
+        step: &Step,
+        pf: *const f32,
+        pf_lines: usize,
+    ) {
+        let kc = b.len() / NR;
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut pl = 0;
+        // SAFETY: as in `kernel`: p < kc and i < R stay inside the block of `a` and `b`.
+        unsafe {
+            let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
+            let mut bp = b.as_ptr();
+            // (the loop's structure is `kernel`'s: see there)
+            macro_rules! four_steps {
+                ($t:expr) => {
+                    for u in 0..4 {
+                        let b0 = _mm512_loadu_ps(bp.add(u * NR));
+                        for (acc, row) in acc.iter_mut().zip(&rows) {
+                            *acc = _mm512_fmadd_ps(_mm512_set1_ps(*row.add($t + u)), b0, *acc);
+                        }
+                    }
+                    bp = bp.add(4 * NR);
+                    if pl < pf_lines {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.add(pl * NR).cast());
+                        pl += 1;
+                    }
+                };
+            }
+            let mut p = 0;
+            let whole = if group == NR { kc / 4 * 4 } else { 0 };
+            let mut t = 0;
+            while t < whole {
+                four_steps!(t);
+                t += 4;
+            }
+            rows = rows.map(|row| row.add(whole));
+            p += whole;
+            while p + NR <= kc {
+                let mut t = 0;
+                while t < NR {
+                    four_steps!(t);
+                    t += 4;
+                }
+                rows = rows.map(|row| row.add(group));
+                p += NR;
+            }
+            let mut t = 0;
+            while p + 4 <= kc {
+                four_steps!(t);
+                t += 4;
+                p += 4;
+            }
+            while p < kc {
+                let b0 = _mm512_loadu_ps(bp);
+                for (acc, row) in acc.iter_mut().zip(&rows) {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(t)), b0, *acc);
+                }
+                bp = bp.add(NR);
+                t += 1;
+                p += 1;
+            }
+            // (lines the loop had no room for: a short block of `k`)
+            while pl < pf_lines {
+                _mm_prefetch::<_MM_HINT_T0>(pf.add(pl * NR).cast());
+                pl += 1;
+            }
+        }
+        // (unrolled by hand, as in `kernel`)
+        macro_rules! finish_row {
+            ($i:literal) => {
+                if let Some(&acc) = acc.get($i) {
+                    // SAFETY: as in `kernel`.
+                    unsafe { finish_wide(acc, out.add($i * step.ldo), row + $i, step) };
+                }
+            };
+        }
+        finish_row!(0);
+        finish_row!(1);
+        finish_row!(2);
+        finish_row!(3);
+        finish_row!(4);
+        finish_row!(5);
+        finish_row!(6);
+        finish_row!(7);
+        finish_row!(8);
+    }
+
+    /// [`finish`] on one 16-lane accumulator (AVX-512F), the same additions in the same order.
+    ///
+    /// # Safety
+    /// As [`finish`], on a CPU with AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn finish_wide(acc: __m512, out: *mut f32, row: usize, step: &Step) {
+        // SAFETY: masked loads and stores touch only the panel's real columns.
+        unsafe {
+            let load = |p: *const f32| {
+                if step.full {
+                    _mm512_loadu_ps(p)
+                } else {
+                    _mm512_maskz_loadu_ps(step.cols_mask, p)
+                }
+            };
+            let mut v = acc;
+            if !step.first {
+                v = _mm512_add_ps(v, load(out));
+            }
+            if step.last {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(step.bias_values.as_ptr()));
+                if let Some(res) = step.residual {
+                    let at = row * step.n + step.col;
+                    v = _mm512_add_ps(v, load(res.as_ptr().wrapping_add(at)));
+                }
+                if step.silu {
+                    v = crate::avx512::silu(v);
+                }
+            }
+            if step.full {
+                _mm512_storeu_ps(out, v);
+            } else {
+                _mm512_mask_storeu_ps(out, step.cols_mask, v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -724,8 +955,8 @@ mod tests {
 
     #[test]
     fn products_match_a_float64_reference_on_awkward_shapes() {
-        // Row and column counts around the 6 x 16 block, k around the 256 block, few and
-        // many rows (tasks of rows and of panels).
+        // Row and column counts around the 6 x 16 and 9 x 16 blocks, k around the 256 block,
+        // few and many rows (tasks of rows and of panels).
         for &(m, n, k) in &[
             (1, 1, 1),
             (5, 17, 3),
@@ -735,6 +966,8 @@ mod tests {
             (200, 24, 27),
             (3, 300, 64),
             (10, 20, 512),
+            (17, 48, 80),
+            (199, 40, 48),
         ] {
             let a = values(m * k, 1);
             let w = values(n * k, 2);
@@ -743,15 +976,23 @@ mod tests {
             let packed = Packed::from_out_in(&w, n, k);
             let want = reference(&a, &w, m, n, k);
             let tol = 1e-6 * k as f64;
-            for (bias_on, res_on, silu, avx2) in [
-                (false, false, false, false),
-                (true, true, false, false),
-                (true, false, true, false),
-                (false, false, false, true),
-                (true, true, false, true),
-                (true, false, true, true),
+            // The AVX2 kernel's results, which the AVX-512 one must equal bit for bit.
+            let mut avx2_results = Vec::new();
+            for (bias_on, res_on, silu, kernel) in [
+                (false, false, false, Kernel::Portable),
+                (true, true, false, Kernel::Portable),
+                (true, false, true, Kernel::Portable),
+                (false, false, false, Kernel::Avx2),
+                (true, true, false, Kernel::Avx2),
+                (true, false, true, Kernel::Avx2),
+                (false, false, false, Kernel::Avx512),
+                (true, true, false, Kernel::Avx512),
+                (true, false, true, Kernel::Avx512),
             ] {
-                if avx2 && !crate::has_avx2_fma() {
+                let simd = kernel != Kernel::Portable;
+                if (simd && !crate::has_avx2_fma())
+                    || (kernel == Kernel::Avx512 && !crate::has_avx512f())
+                {
                     continue;
                 }
                 let mut out = vec![f32::NAN; m * n];
@@ -767,12 +1008,13 @@ mod tests {
                     epilogue,
                     Input::Rows,
                     Layout::Rows,
-                    avx2,
+                    kernel,
                 );
                 // `a` as panels of 16 columns (padding NaN: never read); with AVX2 bit for bit
                 // the same where both cut `k` at the same places (one block, or blocks of a
                 // multiple of 16); otherwise (and the portable path, which goes through `gemm`
-                // 16 columns at a time) checked against the reference below.
+                // 16 columns at a time) checked against the reference below. (The same with
+                // AVX-512, whose kernel must also give the AVX2 kernel's values.)
                 let mut a_panels = vec![f32::NAN; m * k.div_ceil(NR) * NR];
                 for (i, row) in a.chunks_exact(k).enumerate() {
                     for (p, &v) in row.iter().enumerate() {
@@ -788,9 +1030,9 @@ mod tests {
                     epilogue,
                     input,
                     layout,
-                    avx2,
+                    kernel,
                 );
-                if avx2 && (k <= KC || k.div_ceil(k.div_ceil(KC)) % NR == 0) {
+                if simd && (k <= KC || k.div_ceil(k.div_ceil(KC)) % NR == 0) {
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&from_panels),
@@ -815,7 +1057,7 @@ mod tests {
                         epilogue,
                         Input::Rows,
                         layout,
-                        avx2,
+                        kernel,
                     );
                     for (at, v) in in_panels.iter().enumerate() {
                         let (i, j) = ((at % stride) / NR, (at / stride) * NR + at % NR);
@@ -832,17 +1074,17 @@ mod tests {
                 // over the finished rows) is bit for bit the eight-lane SiLU of the product
                 // without it.
                 #[cfg(target_arch = "x86_64")]
-                if avx2 && silu {
+                if simd && silu {
                     let mut plain = vec![f32::NAN; m * n];
                     let no_silu = Epilogue {
                         silu: false,
                         ..epilogue
                     };
                     let (input, layout) = (Input::Rows, Layout::Rows);
-                    gemm_on(&a, &packed, &mut plain, no_silu, input, layout, avx2);
+                    gemm_on(&a, &packed, &mut plain, no_silu, input, layout, kernel);
                     for (i, (&got, &x)) in out.iter().zip(&plain).enumerate() {
                         let mut lanes = [0.0f32; 8];
-                        // SAFETY: the CPU has AVX2 and FMA (`avx2`); `lanes` holds eight values.
+                        // SAFETY: the CPU has AVX2 and FMA (`simd`); `lanes` holds eight values.
                         unsafe {
                             use std::arch::x86_64::*;
                             let y = crate::avx2::silu(_mm256_set1_ps(x));
@@ -871,8 +1113,18 @@ mod tests {
                     }
                     assert!(
                         (got as f64 - x).abs() <= tol,
-                        "[{m}, {n}, {k}] avx2 {avx2} ({i}, {j}): {got} vs {x}"
+                        "[{m}, {n}, {k}] {kernel:?} ({i}, {j}): {got} vs {x}"
                     );
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                match kernel {
+                    Kernel::Avx2 => avx2_results.push((bits(&out), bits(&from_panels))),
+                    Kernel::Avx512 => {
+                        let (rows, panels) = avx2_results.remove(0);
+                        assert_eq!(bits(&out), rows, "[{m}, {n}, {k}] AVX-512 vs AVX2");
+                        assert_eq!(bits(&from_panels), panels, "[{m}, {n}, {k}] from panels");
+                    }
+                    Kernel::Portable => {}
                 }
             }
         }
