@@ -801,6 +801,7 @@ mod avx2 {
     /// # Safety
     /// As [`kernel`], on a CPU with AVX-512F; `pf_lines` lines of 16 values from `pf` lie
     /// inside one allocation.
+    #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn kernel_wide<const R: usize>(
