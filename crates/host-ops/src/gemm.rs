@@ -4,11 +4,12 @@
 //! `out[m, n] = a[m, k] · w[k, n]` where `w` is a [`Packed`] weight: panels of 16 columns,
 //! each `[k, 16]` contiguous (the last panel zero-padded), so the kernel streams it without
 //! packing anything per call. The kernel keeps a 6 x 16 block of the output in registers
-//! (twelve 8-lane AVX2 accumulators), broadcasting `a` straight from its rows; `k` is cut
-//! into blocks of at most 256 so that a panel's block stays in L1 while every 6-row block of
-//! a tile of rows passes over it. Work is split into tasks of rows or of panels on rayon's
-//! pool. The kernel is written for AVX2+FMA; on CPUs without them each panel goes through
-//! the `gemm` crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
+//! (twelve 8-lane AVX2 accumulators), or with AVX-512F a 9 x 16 block (nine 16-lane ones, the
+//! same values bit for bit), broadcasting `a` straight from its rows; `k` is cut into blocks
+//! of at most 256 so that a panel's block stays in L1 while every row block of a tile of rows
+//! passes over it, and the next panel's block is prefetched meanwhile. Work is split into
+//! tasks of rows or of panels on rayon's pool. On CPUs without AVX2+FMA each panel goes
+//! through the `gemm` crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
 //! [`gemm_panels`] writes it as panels of 16 columns (what the vision tower's depthwise
 //! kernel reads best); [`gemm_from_panels`] reads `a` as panels of 16 columns (what that
 //! kernel writes best).
