@@ -19,8 +19,8 @@
 //!   channel for squeeze-excite on the way, with the accumulators in registers (AVX2 where the
 //!   CPU has it; AVX-512 where it has that too, the same values bit for bit but for the sign
 //!   of an exact zero): on an expansion's panels, panel by panel, each panel through all the
-//!   output rows, four pixels at a time (with AVX-512 at stride 1 and 3x3 or 5x5 taps, eight,
-//!   each input column loaded once per tap row) (a panel's rows and weights stay in L1: on
+//!   output rows, four pixels at a time (with AVX-512 at stride 1 and 3x3 or 5x5 taps, eight
+//!   or nine, each input column loaded once per tap row) (a panel's rows and weights stay in L1: on
 //!   channels-last input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps
 //!   of all panels),
 //!   written as panels too (one stream of writes per panel); on a channels-last input
@@ -1160,6 +1160,7 @@ impl Depthwise {
         use std::arch::x86_64::*;
         const TILE: usize = 4;
         const WIDE: usize = 8;
+        const NINE: usize = 9;
         let g = self.panel_pass(out, sums, &rows, panel, input, held, height, width);
         let (cp, k, s, pl, wo, cb) = (g.cp, g.k, g.s, g.pl, g.wo, g.cb);
         let src = input[panel * g.plane..].as_ptr();
@@ -1176,10 +1177,38 @@ impl Depthwise {
                 let mut total = _mm512_loadu_ps(sum);
                 let mut ox = 0;
                 while ox < wo {
-                    // 5x5: the whole row in windows (8 pixels where 8 remain, else 4, the
-                    // last one possibly short; the edge pixels' 25 dependent multiply-adds one
-                    // pixel at a time cost more than their taps outside the input). 3x3: the
-                    // pixels whose taps are all inside, 8 where they fit, else 4.
+                    // 9 pixels where 9 remain, edges included: 5x5 rows (align-base's maps
+                    // are all a multiple of 9 wide: no short window), and 3x3 rows too narrow
+                    // for an 8-pixel window inside (9 wide: one window instead of a 4-pixel
+                    // one and five single pixels). On wider 3x3 rows 9-pixel windows were
+                    // slower than 8-pixel interior ones.
+                    let nine = match k {
+                        5 => true,
+                        3 => wo < WIDE + 2,
+                        _ => false,
+                    };
+                    if s == 1 && nine && ox + NINE <= wo {
+                        let at = (src, width, held, ox as isize - pl as isize);
+                        let (taps, o, sums) =
+                            ((ky0, ky1, first_row), out.add(ox * PANEL), &mut total);
+                        let o = (o, NINE);
+                        if k == 3 {
+                            Self::window::<NINE, 3, { NINE + 2 }, true>(
+                                b, at, taps, wt, cp, o, sums,
+                            )
+                        } else {
+                            Self::window::<NINE, 5, { NINE + 4 }, true>(
+                                b, at, taps, wt, cp, o, sums,
+                            )
+                        }
+                        ox += NINE;
+                        continue;
+                    }
+                    // Otherwise, 5x5: the rest of the row in windows (8 pixels where 8
+                    // remain, else 4, the last one possibly short; the edge pixels' 25
+                    // dependent multiply-adds one pixel at a time cost more than their taps
+                    // outside the input). 3x3: the pixels whose taps are all inside, 8 where
+                    // they fit, else 4.
                     let interior = ox >= g.oxl && ox + TILE <= g.oxr;
                     if s == 1 && (k == 5 || (k == 3 && interior)) {
                         let fits = if k == 5 {
@@ -1446,6 +1475,7 @@ mod tests {
             (33, 3, 1, [1, 1, 1, 1], (3, 2)),
             (8, 5, 1, [2, 2, 2, 2], (6, 14)),
             (20, 3, 1, [1, 1, 1, 1], (5, 12)),
+            (16, 5, 1, [2, 2, 2, 2], (4, 18)),
         ] {
             let dw = depthwise(c, k, s, padding);
             let x = values(h * w * c, 7);
@@ -1528,7 +1558,7 @@ mod tests {
                 let on_panels = by_panel(&|_| None);
                 let on_ring = by_panel(&|oy| Some(ring_for(oy)));
                 // Where the CPU has AVX-512F, `panel_rows` runs the 16-lane kernel: bit for
-                // bit the 8-lane one, values and row sums (its 5x5 edge windows add zero
+                // bit the 8-lane one, values and row sums (its edge windows add zero
                 // products, which could flip the sign of an exact zero: none here).
                 if host_ops::has_avx512f() {
                     let kernel = |wide: bool| {
