@@ -11,7 +11,7 @@ use burn::store::{
     ApplyError, ApplyResult, BurnpackStore, ModuleAdapter, ModuleContext, ModuleSnapshot,
     ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use burn::tensor::{Device, Shape, Tensor};
+use burn::tensor::{AllocationProperty, Bytes, Device, Shape, Tensor};
 
 use crate::config::AlignConfig;
 use crate::error::{Error, Result};
@@ -27,8 +27,8 @@ pub enum WeightsFormat {
     Safetensors,
     /// `pytorch_model.bin` (a torch zip pickle; older hub repositories).
     PytorchBin,
-    /// `model.bpk`, written by `convert-weights` (burn's own layout; tensors are read from the
-    /// file on first use).
+    /// `model.bpk`, written by `convert-weights` (burn's own layout; memory-mapped, its tensors
+    /// used in place: read from the file on first use, never copied).
     Burnpack,
 }
 
@@ -127,7 +127,7 @@ impl AlignModel {
         };
         let result = match format {
             WeightsFormat::Burnpack => {
-                let mut store = BurnpackStore::from_file(path)
+                let mut store = BurnpackStore::from_bytes(Some(map_file(path)?))
                     .allow_partial(true)
                     .validate(false);
                 self.load_from(&mut store)
@@ -178,6 +178,26 @@ impl AlignModel {
         };
         check(&result, path, format)
     }
+}
+
+/// `path` memory-mapped, as burn bytes that tensors can share without a copy (Burnpack keeps
+/// every tensor 256-byte aligned for this): the weights stay in the page cache, where
+/// `BurnpackStore::from_file` reads each tensor into a fresh buffer whose pages the kernel
+/// must first zero.
+fn map_file(path: &Path) -> Result<Bytes> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: a read-only mapping; the file must not be truncated or rewritten in place while
+    // the model lives (as with any memory-mapped checkpoint). `save_burnpack` replaces the
+    // file by a rename, so that a model loaded from the old one keeps it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    Ok(Bytes::from_shared(
+        bytes::Bytes::from_owner(map),
+        AllocationProperty::File,
+    ))
 }
 
 /// `PyTorchToBurnAdapter` plus the 0-d `temperature` scalar reshaped to `[1]`.
@@ -243,11 +263,22 @@ fn check(result: &ApplyResult, path: &Path, format: WeightsFormat) -> Result<()>
     }
 }
 
-/// Writes `model` (unfolded, as loaded from a checkpoint) to `path` in burn's Burnpack format.
+/// Writes `model` (unfolded, as loaded from a checkpoint) to `path` in burn's Burnpack format:
+/// into `<path>.tmp`, renamed to `path` when complete, so that a process that has the old file
+/// memory-mapped keeps reading it and no reader ever sees a partial file.
 pub fn save_burnpack(model: &AlignModel, path: &Path) -> Result<()> {
-    let mut store = BurnpackStore::from_file(path).overwrite(true);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut store = BurnpackStore::from_file(&tmp)
+        .auto_extension(false)
+        .overwrite(true);
     model.save_into(&mut store).map_err(|e| Error::Write {
-        path: path.to_path_buf(),
+        path: tmp.clone(),
         message: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
