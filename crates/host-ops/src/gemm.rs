@@ -364,6 +364,7 @@ unsafe fn task(
         unsafe { avx2::task(a, w, out, m, rows, panels, epilogue, input, layout, wide) };
         return;
     }
+    let _ = kernel;
     let (k, n) = (w.k, w.n);
     debug_assert!(rows.end <= m);
     for panel in panels {
