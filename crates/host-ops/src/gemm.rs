@@ -440,6 +440,51 @@ mod avx2 {
 
     use super::{Epilogue, Input, KC, Layout, MR, MR_WIDE, NR, Packed};
 
+    /// The kernels' loop over a block of `kc` steps of `k`: `$steps!(t, n)` does `n` (4 or 1)
+    /// steps at offset `t` of the row pointers `$rows`, whose values of `k` come in groups of
+    /// 16, `$group` values apart (one group for the whole block where `$group` is 16: rows
+    /// given row-major). Four steps at a time, the row pointers moved on after each group:
+    /// per step the loop then costs little beyond its loads and multiply-adds (stepping the
+    /// row pointers every step made it ~29 instructions for 12 multiply-adds, near the front
+    /// end's limit; the offset computed from the step's index, half as fast).
+    macro_rules! k_loop {
+        ($kc:expr, $group:expr, $rows:ident, $steps:ident) => {{
+            let (kc, group) = ($kc, $group);
+            let mut p = 0;
+            // (row-major, the whole block is one group: a single loop, as fast as before
+            // groups existed; with the loop below, 2-5 % slower)
+            let whole = if group == NR { kc / 4 * 4 } else { 0 };
+            let mut t = 0;
+            while t < whole {
+                $steps!(t, 4);
+                t += 4;
+            }
+            $rows = $rows.map(|row| row.add(whole));
+            p += whole;
+            while p + NR <= kc {
+                let mut t = 0;
+                while t < NR {
+                    $steps!(t, 4);
+                    t += 4;
+                }
+                $rows = $rows.map(|row| row.add(group));
+                p += NR;
+            }
+            // the rest of a group: four steps at a time, then one
+            let mut t = 0;
+            while p + 4 <= kc {
+                $steps!(t, 4);
+                t += 4;
+                p += 4;
+            }
+            while p < kc {
+                $steps!(t, 1);
+                t += 1;
+                p += 1;
+            }
+        }};
+    }
+
     /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
     /// once, with every 6-row block of `rows` passing over it (with `wide`, 9-row blocks of
     /// the AVX-512 kernel, [`kernel_wide`]).
@@ -668,16 +713,10 @@ mod avx2 {
         unsafe {
             let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
             let mut bp = b.as_ptr();
-            // Four steps of `k` per iteration, the rows read at a shared offset within a
-            // group of 16 steps (contiguous in `a`'s rows), the row pointers moved on to the
-            // next group after it: per step the loop then costs little beyond its 2 loads, R
-            // broadcasts and 2R multiply-adds (stepping R row pointers every step made it ~29
-            // instructions for 12 multiply-adds, near the front end's limit; the offset within
-            // the group computed from the step's index, half as fast).
-            // Four steps at offset `$t` of the rows (`$t..$t + 4`), then `bp` to the next.
-            macro_rules! four_steps {
-                ($t:expr) => {
-                    for u in 0..4 {
+            // `$n` steps at offset `$t` of the rows (`$t..$t + $n`), then `bp` to the next.
+            macro_rules! steps {
+                ($t:expr, $n:expr) => {
+                    for u in 0..$n {
                         let b0 = _mm256_loadu_ps(bp.add(u * NR));
                         let b1 = _mm256_loadu_ps(bp.add(u * NR + 8));
                         for (acc, row) in acc.iter_mut().zip(&rows) {
@@ -686,48 +725,10 @@ mod avx2 {
                             acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
                         }
                     }
-                    bp = bp.add(4 * NR);
+                    bp = bp.add($n * NR);
                 };
             }
-            let mut p = 0;
-            // (row-major, the whole block is one group: a single loop, as fast as before
-            // groups existed; with the loop below, 2-5 % slower)
-            let whole = if group == NR { kc / 4 * 4 } else { 0 };
-            let mut t = 0;
-            while t < whole {
-                four_steps!(t);
-                t += 4;
-            }
-            rows = rows.map(|row| row.add(whole));
-            p += whole;
-            while p + NR <= kc {
-                let mut t = 0;
-                while t < NR {
-                    four_steps!(t);
-                    t += 4;
-                }
-                rows = rows.map(|row| row.add(group));
-                p += NR;
-            }
-            // the rest of a group: four steps at a time, then one
-            let mut t = 0;
-            while p + 4 <= kc {
-                four_steps!(t);
-                t += 4;
-                p += 4;
-            }
-            while p < kc {
-                let b0 = _mm256_loadu_ps(bp);
-                let b1 = _mm256_loadu_ps(bp.add(8));
-                for (acc, row) in acc.iter_mut().zip(&rows) {
-                    let x = _mm256_broadcast_ss(&*row.add(t));
-                    acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-                }
-                bp = bp.add(NR);
-                t += 1;
-                p += 1;
-            }
+            k_loop!(kc, group, rows, steps);
         }
         // The epilogue, unrolled by hand (`R` is at most 6) so that the accumulators stay in
         // registers: as a loop, LLVM stored them to the stack and looped over them.
@@ -824,55 +825,23 @@ mod avx2 {
         unsafe {
             let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
             let mut bp = b.as_ptr();
-            // (the loop's structure is `kernel`'s: see there)
-            macro_rules! four_steps {
-                ($t:expr) => {
-                    for u in 0..4 {
+            // (as in `kernel`, and a prefetch every four steps)
+            macro_rules! steps {
+                ($t:expr, $n:expr) => {
+                    for u in 0..$n {
                         let b0 = _mm512_loadu_ps(bp.add(u * NR));
                         for (acc, row) in acc.iter_mut().zip(&rows) {
                             *acc = _mm512_fmadd_ps(_mm512_set1_ps(*row.add($t + u)), b0, *acc);
                         }
                     }
-                    bp = bp.add(4 * NR);
-                    if pl < pf_lines {
+                    bp = bp.add($n * NR);
+                    if $n == 4 && pl < pf_lines {
                         _mm_prefetch::<_MM_HINT_T0>(pf.add(pl * NR).cast());
                         pl += 1;
                     }
                 };
             }
-            let mut p = 0;
-            let whole = if group == NR { kc / 4 * 4 } else { 0 };
-            let mut t = 0;
-            while t < whole {
-                four_steps!(t);
-                t += 4;
-            }
-            rows = rows.map(|row| row.add(whole));
-            p += whole;
-            while p + NR <= kc {
-                let mut t = 0;
-                while t < NR {
-                    four_steps!(t);
-                    t += 4;
-                }
-                rows = rows.map(|row| row.add(group));
-                p += NR;
-            }
-            let mut t = 0;
-            while p + 4 <= kc {
-                four_steps!(t);
-                t += 4;
-                p += 4;
-            }
-            while p < kc {
-                let b0 = _mm512_loadu_ps(bp);
-                for (acc, row) in acc.iter_mut().zip(&rows) {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(t)), b0, *acc);
-                }
-                bp = bp.add(NR);
-                t += 1;
-                p += 1;
-            }
+            k_loop!(kc, group, rows, steps);
             // (lines the loop had no room for: a short block of `k`)
             while pl < pf_lines {
                 _mm_prefetch::<_MM_HINT_T0>(pf.add(pl * NR).cast());
