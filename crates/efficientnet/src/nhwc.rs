@@ -20,9 +20,9 @@
 //!   CPU has it; AVX-512 where it has that too, the same values bit for bit but for the sign
 //!   of an exact zero): on an expansion's panels, panel by panel, each panel through all the
 //!   output rows, four pixels at a time (with AVX-512 at stride 1 and 3x3 or 5x5 taps, eight
-//!   or nine, each input column loaded once per tap row) (a panel's rows and weights stay in L1: on
-//!   channels-last input, a pixel's 25 taps of 1344 channels did not, nor did a row's taps
-//!   of all panels),
+//!   or nine, each input column loaded once per tap row) (a panel's rows and weights stay in
+//!   L1: on channels-last input, a pixel's 25 taps of 1344 channels did not, nor did a row's
+//!   taps of all panels),
 //!   written as panels too (one stream of writes per panel); on a channels-last input
 //!   (blocks without expansion), pixel by pixel, written channels-last;
 //! * squeeze-excite: the two small products (packed too); its per-channel scale is folded
@@ -1166,6 +1166,12 @@ impl Depthwise {
         let src = input[panel * g.plane..].as_ptr();
         let wt = self.weight[cb..].as_ptr();
         let (plane_out, row_sums) = (out.as_mut_ptr(), sums.as_mut_ptr());
+        // 9 pixels at a time where 9 remain, edges included: on 5x5 rows at stride 1
+        // (align-base's maps are all a multiple of 9 wide: no short window), and on 3x3 rows too
+        // narrow for an 8-pixel window inside (9 wide: one window instead of a 4-pixel one and
+        // five single pixels). On wider 3x3 rows 9-pixel windows were slower than 8-pixel
+        // interior ones.
+        let nine = s == 1 && (k == 5 || (k == 3 && wo < WIDE + 2));
         // SAFETY: as in `panel_rows_avx2`, whose loads and stores these are, 16 lanes at once.
         unsafe {
             let b = _mm512_loadu_ps(self.bias.as_ptr().add(cb));
@@ -1177,17 +1183,7 @@ impl Depthwise {
                 let mut total = _mm512_loadu_ps(sum);
                 let mut ox = 0;
                 while ox < wo {
-                    // 9 pixels where 9 remain, edges included: 5x5 rows (align-base's maps
-                    // are all a multiple of 9 wide: no short window), and 3x3 rows too narrow
-                    // for an 8-pixel window inside (9 wide: one window instead of a 4-pixel
-                    // one and five single pixels). On wider 3x3 rows 9-pixel windows were
-                    // slower than 8-pixel interior ones.
-                    let nine = match k {
-                        5 => true,
-                        3 => wo < WIDE + 2,
-                        _ => false,
-                    };
-                    if s == 1 && nine && ox + NINE <= wo {
+                    if nine && ox + NINE <= wo {
                         let at = (src, width, held, ox as isize - pl as isize);
                         let (taps, o, sums) =
                             ((ky0, ky1, first_row), out.add(ox * PANEL), &mut total);
