@@ -612,40 +612,33 @@ mod avx2 {
                             Layout::Rows => out.add(r * n + col),
                             Layout::Panels { stride } => out.add(panel * stride + r * NR),
                         };
+                        // (one instance per row count: the accumulators are an array of `R`)
+                        macro_rules! six {
+                            ($r:expr) => {
+                                kernel::<$r>(a0, lda, group, bp, o, r, &step)
+                            };
+                        }
+                        macro_rules! nine {
+                            ($r:expr) => {
+                                kernel_wide::<$r>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                            };
+                        }
                         match (wide, rows.end - r) {
-                            (false, 1) => kernel::<1>(a0, lda, group, bp, o, r, &step),
-                            (false, 2) => kernel::<2>(a0, lda, group, bp, o, r, &step),
-                            (false, 3) => kernel::<3>(a0, lda, group, bp, o, r, &step),
-                            (false, 4) => kernel::<4>(a0, lda, group, bp, o, r, &step),
-                            (false, 5) => kernel::<5>(a0, lda, group, bp, o, r, &step),
-                            (false, _) => kernel::<MR>(a0, lda, group, bp, o, r, &step),
-                            (true, 1) => {
-                                kernel_wide::<1>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 2) => {
-                                kernel_wide::<2>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 3) => {
-                                kernel_wide::<3>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 4) => {
-                                kernel_wide::<4>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 5) => {
-                                kernel_wide::<5>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 6) => {
-                                kernel_wide::<6>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 7) => {
-                                kernel_wide::<7>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, 8) => {
-                                kernel_wide::<8>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
-                            }
-                            (true, _) => kernel_wide::<MR_WIDE>(
-                                a0, lda, group, bp, o, r, &step, pf, pf_lines,
-                            ),
+                            (false, 1) => six!(1),
+                            (false, 2) => six!(2),
+                            (false, 3) => six!(3),
+                            (false, 4) => six!(4),
+                            (false, 5) => six!(5),
+                            (false, _) => six!(MR),
+                            (true, 1) => nine!(1),
+                            (true, 2) => nine!(2),
+                            (true, 3) => nine!(3),
+                            (true, 4) => nine!(4),
+                            (true, 5) => nine!(5),
+                            (true, 6) => nine!(6),
+                            (true, 7) => nine!(7),
+                            (true, 8) => nine!(8),
+                            (true, _) => nine!(MR_WIDE),
                         }
                     }
                     r += mr;
