@@ -556,25 +556,13 @@ mod avx2 {
                 if let Some(src) = epilogue.bias {
                     bias[..cols].copy_from_slice(&src[col..col + cols]);
                 }
-                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
                 let full = cols == NR || layout != Layout::Rows;
                 let later_silu = wide_silu && full && b + 1 == blocks;
                 let step = Step {
                     first: b == 0,
                     last: b + 1 == blocks,
-                    bias_values: bias,
-                    cols_mask: ((1u32 << cols) - 1) as u16,
-                    // SAFETY: `bias` holds 16 values.
-                    bias: unsafe {
-                        [
-                            _mm256_loadu_ps(bias.as_ptr()),
-                            _mm256_loadu_ps(bias.as_ptr().add(8)),
-                        ]
-                    },
-                    mask: [
-                        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes),
-                        _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lanes),
-                    ],
+                    bias,
+                    cols,
                     // (the panel layout has room for the padding columns: zeros are stored)
                     full,
                     col,
@@ -665,12 +653,10 @@ mod avx2 {
         /// Last block of `k`: the epilogue is applied.
         last: bool,
         /// The panel's bias (zero where there is none).
-        bias: [__m256; 2],
-        /// The same as values (for [`kernel_wide`]), and its columns as a 16-lane mask.
-        bias_values: [f32; NR],
-        cols_mask: u16,
-        /// The panel's real columns, and whether it has all 16.
-        mask: [__m256i; 2],
+        bias: [f32; NR],
+        /// The panel's real columns, and whether it has all 16 (or the layout has room for
+        /// all 16: the masked loads and stores below only where it does not).
+        cols: usize,
         full: bool,
         /// The panel's first column, the number of columns (the residual's row stride) and the
         /// output's row stride.
@@ -755,13 +741,17 @@ mod avx2 {
         for (h, &v) in acc.iter().enumerate() {
             // (wrapping: past the last real column the lanes are masked off)
             let d = out.wrapping_add(8 * h);
-            // SAFETY: masked loads and stores touch only the panel's real columns.
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask =
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(step.cols as i32 - 8 * h as i32), lanes);
+            // SAFETY: masked loads and stores touch only the panel's real columns; `bias`
+            // holds 16 values.
             unsafe {
                 let load = |p: *const f32| {
                     if step.full {
                         _mm256_loadu_ps(p)
                     } else {
-                        _mm256_maskload_ps(p, step.mask[h])
+                        _mm256_maskload_ps(p, mask)
                     }
                 };
                 let mut v = v;
@@ -769,7 +759,7 @@ mod avx2 {
                     v = _mm256_add_ps(v, load(d));
                 }
                 if step.last {
-                    v = _mm256_add_ps(v, step.bias[h]);
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(step.bias.as_ptr().add(8 * h)));
                     if let Some(res) = step.residual {
                         let at = row * step.n + step.col + 8 * h;
                         v = _mm256_add_ps(v, load(res.as_ptr().wrapping_add(at)));
@@ -781,7 +771,7 @@ mod avx2 {
                 if step.full {
                     _mm256_storeu_ps(d, v);
                 } else {
-                    _mm256_maskstore_ps(d, step.mask[h], v);
+                    _mm256_maskstore_ps(d, mask, v);
                 }
             }
         }
@@ -868,13 +858,14 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn finish_wide(acc: __m512, out: *mut f32, row: usize, step: &Step) {
+        let mask = ((1u32 << step.cols) - 1) as __mmask16;
         // SAFETY: masked loads and stores touch only the panel's real columns.
         unsafe {
             let load = |p: *const f32| {
                 if step.full {
                     _mm512_loadu_ps(p)
                 } else {
-                    _mm512_maskz_loadu_ps(step.cols_mask, p)
+                    _mm512_maskz_loadu_ps(mask, p)
                 }
             };
             let mut v = acc;
@@ -882,7 +873,7 @@ mod avx2 {
                 v = _mm512_add_ps(v, load(out));
             }
             if step.last {
-                v = _mm512_add_ps(v, _mm512_loadu_ps(step.bias_values.as_ptr()));
+                v = _mm512_add_ps(v, _mm512_loadu_ps(step.bias.as_ptr()));
                 if let Some(res) = step.residual {
                     let at = row * step.n + step.col;
                     v = _mm512_add_ps(v, load(res.as_ptr().wrapping_add(at)));
@@ -894,7 +885,7 @@ mod avx2 {
             if step.full {
                 _mm512_storeu_ps(out, v);
             } else {
-                _mm512_mask_storeu_ps(out, step.cols_mask, v);
+                _mm512_mask_storeu_ps(out, mask, v);
             }
         }
     }
