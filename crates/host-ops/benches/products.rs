@@ -11,7 +11,9 @@
 //!   where each layer's weights come from memory. The benches run inside rayon's pool, as
 //!   the network's products do.
 //! * `fma_peak/one_thread`: twelve independent chains of 8-lane fused multiply-adds, the most
-//!   one core does (twice that is the ceiling of a 2-core product).
+//!   one core does with AVX2 (twice that is the ceiling of a 2-core product);
+//!   `fma_peak/one_thread_16_lanes`: the same with 16-lane (AVX-512) ones, where the CPU has
+//!   AVX-512F (on Zen 4, which splits them in two, the same rate; on Zen 5 twice it).
 //! * `silu/<n>`: [`host_ops::silu_inplace`] on n values (one thread).
 
 use std::hint::black_box;
@@ -103,6 +105,23 @@ fn fma_chains(iterations: usize) -> f32 {
     _mm256_cvtss_f32(sum)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_16_lanes(iterations: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let (m, c) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
+    for _ in 0..iterations {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, m, c);
+        }
+    }
+    _mm512_reduce_add_ps(
+        acc.iter()
+            .fold(_mm512_setzero_ps(), |s, &a| _mm512_add_ps(s, a)),
+    )
+}
+
 fn fma_peak(c: &mut Criterion) {
     #[cfg(target_arch = "x86_64")]
     if host_ops::has_avx2_fma() {
@@ -114,6 +133,13 @@ fn fma_peak(c: &mut Criterion) {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
             b.iter(|| black_box(unsafe { fma_chains(black_box(iterations)) }))
         });
+        if host_ops::has_avx512f() {
+            group.throughput(Throughput::Elements((iterations * 12 * 16 * 2) as u64));
+            group.bench_function("one_thread_16_lanes", |b| {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                b.iter(|| black_box(unsafe { fma_chains_16_lanes(black_box(iterations)) }))
+            });
+        }
         group.finish();
     }
     let _ = c;

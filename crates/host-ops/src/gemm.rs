@@ -4,10 +4,11 @@
 //! `out[m, n] = a[m, k] · w[k, n]` where `w` is a [`Packed`] weight: panels of 16 columns,
 //! each `[k, 16]` contiguous (the last panel zero-padded), so the kernel streams it without
 //! packing anything per call. The kernel keeps a 6 x 16 block of the output in registers
-//! (twelve 8-lane AVX2 accumulators), or with AVX-512F a 9 x 16 block (nine 16-lane ones, the
-//! same values bit for bit), broadcasting `a` straight from its rows; `k` is cut into blocks
-//! of at most 256 so that a panel's block stays in L1 while every row block of a tile of rows
-//! passes over it, and the next panel's block is prefetched meanwhile. Work is split into
+//! (twelve 8-lane AVX2 accumulators), or with AVX-512F a 9 x 32 block of two panels (eighteen
+//! 16-lane ones, the same values bit for bit), broadcasting `a` straight from its rows; `k` is
+//! cut into blocks of at most 256 so that a pass's panel blocks stay in L1 while every row
+//! block of a tile of rows passes over them, and the next pass's blocks are prefetched
+//! meanwhile. Work is split into
 //! tasks of rows or of panels on rayon's pool. On CPUs without AVX2+FMA each panel goes
 //! through the `gemm` crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
 //! [`gemm_panels`] writes it as panels of 16 columns (what the vision tower's depthwise
@@ -20,7 +21,7 @@ use rayon::prelude::*;
 const NR: usize = 16;
 /// Rows per register block of the AVX2 kernel (twelve 8-lane accumulators).
 const MR: usize = 6;
-/// Rows per register block of the AVX-512 kernel (nine 16-lane accumulators): align-base's
+/// Rows per register block of the AVX-512 kernel (nine 16-lane accumulators per panel): align-base's
 /// maps (144, 72, 36, 18 and 9 pixels square) all have a multiple of 9 pixels, so no block
 /// of it is short (the 81-row products of the 9x9 maps left 3 rows to a short block of 6).
 const MR_WIDE: usize = 9;
@@ -236,8 +237,9 @@ enum Kernel {
     Portable,
     /// 6 rows x 16 columns in twelve 8-lane accumulators (AVX2 + FMA).
     Avx2,
-    /// 9 rows x 16 columns in nine 16-lane accumulators (AVX-512F): the same multiply-adds
-    /// in the same order as [`Kernel::Avx2`], so the same values bit for bit.
+    /// 9 rows x 32 columns (two panels) in eighteen 16-lane accumulators (AVX-512F), or 9 x 16
+    /// for an odd last panel: the same multiply-adds in the same order as [`Kernel::Avx2`],
+    /// so the same values bit for bit.
     Avx512,
 }
 
@@ -486,8 +488,8 @@ mod avx2 {
     }
 
     /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
-    /// once, with every 6-row block of `rows` passing over it (with `wide`, 9-row blocks of
-    /// the AVX-512 kernel, [`kernel_wide`]).
+    /// once, with every 6-row block of `rows` passing over it (with `wide`, pairs of panels
+    /// with 9-row blocks of the AVX-512 kernel, [`kernel_wide`]).
     ///
     /// # Safety
     /// As [`super::task`], on a CPU with AVX2 and FMA, and AVX-512F if `wide`.
@@ -528,67 +530,100 @@ mod avx2 {
         // With AVX-512F, SiLU runs on sixteen lanes over each panel's finished rows (the same
         // values bit for bit, in ~0.7x the time) instead of on eight in the epilogue.
         let wide_silu = epilogue.silu && crate::has_avx512f();
+        // Panels per pass: with AVX-512 two at a time (a 9 x 32 block of the output in
+        // eighteen accumulators: 11 loads per 18 multiply-adds where one panel takes 10 per
+        // 9, which held Zen 5's two 512-bit multiply-adds a cycle to ~83 %), the last one alone
+        // where their number is odd.
+        let width = |panel: usize| if wide && panel + 1 < panels.end { 2 } else { 1 };
+        let step_for = |panel: usize, b: usize| {
+            let col = panel * NR;
+            let cols = NR.min(n - col);
+            let mut bias = [0.0f32; NR];
+            if let Some(src) = epilogue.bias {
+                bias[..cols].copy_from_slice(&src[col..col + cols]);
+            }
+            // (the panel layout has room for the padding columns: zeros are stored)
+            let full = cols == NR || layout != Layout::Rows;
+            let later_silu = wide_silu && full && b + 1 == blocks;
+            Step {
+                first: b == 0,
+                last: b + 1 == blocks,
+                bias,
+                cols,
+                full,
+                col,
+                n,
+                ldo: match layout {
+                    Layout::Rows => n,
+                    Layout::Panels { .. } => NR,
+                },
+                silu: epilogue.silu && !later_silu,
+                later_silu,
+                residual: epilogue.residual,
+            }
+        };
+        // Where row `r` of `panel` starts in `out`.
+        let out_at = |panel: usize, r: usize| match layout {
+            Layout::Rows => out.wrapping_add(r * n + panel * NR),
+            Layout::Panels { stride } => out.wrapping_add(panel * stride + r * NR),
+        };
         for b in 0..blocks {
             let k0 = b * kc;
             let k1 = k.min(k0 + kc);
-            for panel in panels.clone() {
-                let col = panel * NR;
-                let cols = NR.min(n - col);
-                let bp = &w.data[panel * k * NR + k0 * NR..][..(k1 - k0) * NR];
-                // The block the next pass will read (the next panel, or the first panel of the
-                // next block of k): fetched a share per row block of this pass, so that it is
-                // in cache when its first rows start (the weights come from memory once per
-                // image; read on demand, the first pass over a panel waited on them). The
-                // 6-row kernel's share is fetched before each call; the 9-row kernel fetches
-                // its share itself, a line per four steps of `k` (issued in one burst, the
-                // larger share of a 9-row block made the 81-row projections 3-7 % slower than
-                // the 6-row kernel; spread out, they are 8-10 % faster: BENCHMARKS.md, item 37).
-                let next = if panel + 1 < panels.end {
-                    Some(&w.data[(panel + 1) * k * NR + k0 * NR..][..(k1 - k0) * NR])
+            let mut panel = panels.start;
+            while panel < panels.end {
+                let np = width(panel);
+                // The pass's panels' blocks: the first at the start, the second `k * 16` on.
+                let bp = &w.data[panel * k * NR + k0 * NR..][..(np - 1) * k * NR + (k1 - k0) * NR];
+                // The blocks the next pass will read (the next panels, or the first panels of
+                // the next block of k): fetched a share per row block of this pass, so that
+                // they are in cache when its first rows start (the weights come from memory
+                // once per image; read on demand, the first pass over a panel waited on
+                // them). The 6-row kernel's share is fetched before each call; the 9-row
+                // kernel fetches its share itself, a line (per panel) every four steps of `k`
+                // (issued in one burst, the larger share of a 9-row block made the 81-row
+                // projections 3-7 % slower than the 6-row kernel; spread out, they are 8-10 %
+                // faster: BENCHMARKS.md, item 37).
+                let next = if panel + np < panels.end {
+                    Some((panel + np, k0, k1))
                 } else if b + 1 < blocks {
-                    let (n0, n1) = (k1, k.min(k1 + kc));
-                    Some(&w.data[panels.start * k * NR + n0 * NR..][..(n1 - n0) * NR])
+                    Some((panels.start, k1, k.min(k1 + kc)))
                 } else {
                     None
                 };
-                let share = next.map_or(0, |x| (x.len() / NR).div_ceil(rows.len().div_ceil(mr)));
-                let mut bias = [0.0f32; NR];
-                if let Some(src) = epilogue.bias {
-                    bias[..cols].copy_from_slice(&src[col..col + cols]);
-                }
-                let full = cols == NR || layout != Layout::Rows;
-                let later_silu = wide_silu && full && b + 1 == blocks;
-                let step = Step {
-                    first: b == 0,
-                    last: b + 1 == blocks,
-                    bias,
-                    cols,
-                    // (the panel layout has room for the padding columns: zeros are stored)
-                    full,
-                    col,
-                    n,
-                    ldo: match layout {
-                        Layout::Rows => n,
-                        Layout::Panels { .. } => NR,
-                    },
-                    silu: epilogue.silu && !later_silu,
-                    residual: epilogue.residual,
+                let (ahead, lines) = match next {
+                    Some((p, n0, n1)) => (
+                        Ahead {
+                            at: w.data[p * k * NR + n0 * NR..].as_ptr(),
+                            lines: 0,
+                            two: width(p) == 2,
+                        },
+                        n1 - n0,
+                    ),
+                    None => (
+                        Ahead {
+                            at: w.data.as_ptr(),
+                            lines: 0,
+                            two: false,
+                        },
+                        0,
+                    ),
                 };
+                let share = lines.div_ceil(rows.len().div_ceil(mr));
+                let steps = [step_for(panel, b), step_for(panel + np - 1, b)];
                 let mut r = rows.start;
                 while r < rows.end {
-                    // This row block's share of `next`: its first line and line count.
-                    let (pf, pf_lines) = match next {
-                        Some(next) => {
-                            let lines = next.len() / NR;
-                            let first = ((r - rows.start) / mr * share).min(lines);
-                            (next[first * NR..].as_ptr(), share.min(lines - first))
-                        }
-                        None => (w.data.as_ptr(), 0),
+                    // This row block's share of the next blocks: its first line and line count.
+                    let first = ((r - rows.start) / mr * share).min(lines);
+                    let ahead = Ahead {
+                        at: ahead.at.wrapping_add(first * NR),
+                        lines: share.min(lines - first),
+                        ..ahead
                     };
                     if !wide {
-                        for line in 0..pf_lines {
-                            // SAFETY: `line` < `pf_lines`: inside `next`.
-                            unsafe { _mm_prefetch::<_MM_HINT_T0>(pf.add(line * NR).cast()) };
+                        for line in 0..ahead.lines {
+                            // SAFETY: `line` < `ahead.lines`: inside the next block.
+                            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.at.add(line * NR).cast()) };
                         }
                     }
                     // SAFETY: rows r.. up to rows.end of `out` belong to this task; `a` holds
@@ -596,19 +631,42 @@ mod avx2 {
                     // `Input::row_len`, asserted above).
                     unsafe {
                         let a0 = a.as_ptr().add(row0(r, k0));
-                        let o = match layout {
-                            Layout::Rows => out.add(r * n + col),
-                            Layout::Panels { stride } => out.add(panel * stride + r * NR),
-                        };
+                        let (o, o2) = (out_at(panel, r), out_at(panel + 1, r));
                         // (one instance per row count: the accumulators are an array of `R`)
                         macro_rules! six {
                             ($r:expr) => {
-                                kernel::<$r>(a0, lda, group, bp, o, r, &step)
+                                kernel::<$r>(a0, lda, group, bp, o, r, &steps[0])
                             };
                         }
                         macro_rules! nine {
                             ($r:expr) => {
-                                kernel_wide::<$r>(a0, lda, group, bp, o, r, &step, pf, pf_lines)
+                                if np == 2 {
+                                    kernel_wide::<$r, 2>(
+                                        a0,
+                                        lda,
+                                        group,
+                                        bp,
+                                        k * NR,
+                                        k1 - k0,
+                                        [o, o2],
+                                        r,
+                                        &steps,
+                                        ahead,
+                                    )
+                                } else {
+                                    kernel_wide::<$r, 1>(
+                                        a0,
+                                        lda,
+                                        group,
+                                        bp,
+                                        k * NR,
+                                        k1 - k0,
+                                        [o],
+                                        r,
+                                        &[steps[0]],
+                                        ahead,
+                                    )
+                                }
                             };
                         }
                         match (wide, rows.end - r) {
@@ -631,22 +689,33 @@ mod avx2 {
                     }
                     r += mr;
                 }
-                if later_silu {
-                    let (o, ld) = match layout {
-                        Layout::Rows => (out.wrapping_add(rows.start * n + col), n),
-                        Layout::Panels { stride } => {
-                            (out.wrapping_add(panel * stride + rows.start * NR), NR)
-                        }
-                    };
-                    // SAFETY: the CPU has AVX-512F (`wide_silu`); the panel's 16 columns of
-                    // these rows are this task's and inside `out` (`full`).
-                    unsafe { crate::avx512::silu_rows(o, rows.len(), ld) };
+                for (p, step) in (panel..panel + np).zip(&steps) {
+                    if step.later_silu {
+                        let ld = match layout {
+                            Layout::Rows => n,
+                            Layout::Panels { .. } => NR,
+                        };
+                        // SAFETY: the CPU has AVX-512F (`wide_silu`); the panel's 16 columns
+                        // of these rows are this task's and inside `out` (`full`).
+                        unsafe { crate::avx512::silu_rows(out_at(p, rows.start), rows.len(), ld) };
+                    }
                 }
+                panel += np;
             }
         }
     }
 
+    /// Lines of 16 values a kernel prefetches for the next pass: `lines` from `at` and, if
+    /// `two`, as many from the next panel's block (the second panel of a pair).
+    #[derive(Clone, Copy)]
+    struct Ahead {
+        at: *const f32,
+        lines: usize,
+        two: bool,
+    }
+
     /// Where a kernel call sits in the product and what it finishes.
+    #[derive(Clone, Copy)]
     struct Step<'a> {
         /// First block of `k`: the output is not read.
         first: bool,
@@ -663,7 +732,10 @@ mod avx2 {
         col: usize,
         n: usize,
         ldo: usize,
+        /// SiLU in the epilogue, or over the panel's rows once they are finished (sixteen
+        /// lanes, AVX-512F).
         silu: bool,
+        later_silu: bool,
         residual: Option<&'a [f32]>,
     }
 
@@ -777,66 +849,81 @@ mod avx2 {
         }
     }
 
-    /// [`kernel`] on AVX-512F: `R` rows (`R <= MR_WIDE`) of one panel over one block of `k`,
-    /// one 16-lane accumulator per row, `a` broadcast by the multiply-adds' memory operand.
-    /// Each lane does the multiply-adds of [`kernel`] in the same order, and
-    /// [`finish_wide`] [`finish`]'s additions, so the values are the same bit for bit. Also
-    /// prefetches `pf_lines` lines of 16 values from `pf` (the next pass's weights), one per
-    /// four steps of `k`.
+    /// [`kernel`] on AVX-512F: `R` rows (`R <= MR_WIDE`) of `P` panels (1 or 2) over one
+    /// block of `kc` steps of `k`, one 16-lane accumulator per row and panel, `a` broadcast by
+    /// the multiply-adds' memory operand. Each lane does the multiply-adds of [`kernel`] in the
+    /// same order, and [`finish_wide`] [`finish`]'s additions, so the values are the same bit
+    /// for bit. `b` holds the first panel's `[kc, 16]` block, then (`P` = 2) the second's
+    /// `apart` values after it (a panel's length); `out[j]` and `steps[j]` are panel `j`'s.
+    /// Also prefetches `ahead` (the next pass's weights; its second panel `apart` values on),
+    /// a line per four steps of `k`.
     ///
     /// # Safety
-    /// As [`kernel`], on a CPU with AVX-512F; `pf_lines` lines of 16 values from `pf` lie
-    /// inside one allocation.
+    /// As [`kernel`], on a CPU with AVX-512F; `ahead`'s lines lie inside one allocation.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn kernel_wide<const R: usize>(
+    unsafe fn kernel_wide<const R: usize, const P: usize>(
         a: *const f32,
         lda: usize,
         group: usize,
         b: &[f32],
-        out: *mut f32,
+        apart: usize,
+        kc: usize,
+        out: [*mut f32; P],
         row: usize,
-        step: &Step,
-        pf: *const f32,
-        pf_lines: usize,
+        steps: &[Step; P],
+        ahead: Ahead,
     ) {
-        let kc = b.len() / NR;
-        let mut acc = [_mm512_setzero_ps(); R];
+        assert!(b.len() >= (P - 1) * apart + kc * NR);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
         let mut pl = 0;
-        // SAFETY: as in `kernel`: p < kc and i < R stay inside the block of `a` and `b`.
+        // SAFETY: as in `kernel`: p < kc and i < R stay inside the block of `a`, and each
+        // panel's block inside `b` (asserted).
         unsafe {
             let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
             let mut bp = b.as_ptr();
+            let prefetch = |pl: usize| {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.at.add(pl * NR).cast());
+                if ahead.two {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.at.add(apart + pl * NR).cast());
+                }
+            };
             // (as in `kernel`, and a prefetch every four steps)
             macro_rules! steps {
                 ($t:expr, $n:expr) => {
                     for u in 0..$n {
-                        let b0 = _mm512_loadu_ps(bp.add(u * NR));
+                        let w: [__m512; P] =
+                            std::array::from_fn(|j| _mm512_loadu_ps(bp.add(j * apart + u * NR)));
                         for (acc, row) in acc.iter_mut().zip(&rows) {
-                            *acc = _mm512_fmadd_ps(_mm512_set1_ps(*row.add($t + u)), b0, *acc);
+                            let x = _mm512_set1_ps(*row.add($t + u));
+                            for (acc, &w) in acc.iter_mut().zip(&w) {
+                                *acc = _mm512_fmadd_ps(x, w, *acc);
+                            }
                         }
                     }
                     bp = bp.add($n * NR);
-                    if $n == 4 && pl < pf_lines {
-                        _mm_prefetch::<_MM_HINT_T0>(pf.add(pl * NR).cast());
+                    if $n == 4 && pl < ahead.lines {
+                        prefetch(pl);
                         pl += 1;
                     }
                 };
             }
             k_loop!(kc, group, rows, steps);
             // (lines the loop had no room for: a short block of `k`)
-            while pl < pf_lines {
-                _mm_prefetch::<_MM_HINT_T0>(pf.add(pl * NR).cast());
+            while pl < ahead.lines {
+                prefetch(pl);
                 pl += 1;
             }
         }
         // (unrolled by hand, as in `kernel`)
         macro_rules! finish_row {
             ($i:literal) => {
-                if let Some(&acc) = acc.get($i) {
-                    // SAFETY: as in `kernel`.
-                    unsafe { finish_wide(acc, out.add($i * step.ldo), row + $i, step) };
+                if let Some(acc) = acc.get($i) {
+                    for ((&acc, &out), step) in acc.iter().zip(&out).zip(steps) {
+                        // SAFETY: as in `kernel`.
+                        unsafe { finish_wide(acc, out.add($i * step.ldo), row + $i, step) };
+                    }
                 }
             };
         }
@@ -911,8 +998,9 @@ mod tests {
 
     #[test]
     fn products_match_a_float64_reference_on_awkward_shapes() {
-        // Row and column counts around the 6 x 16 and 9 x 16 blocks, k around the 256 block,
-        // few and many rows (tasks of rows and of panels).
+        // Row and column counts around the 6 x 16 and 9 x 32 blocks (odd and even panel
+        // counts, full and partial last panels), k around the 256 block, few and many rows
+        // (tasks of rows and of panels).
         for &(m, n, k) in &[
             (1, 1, 1),
             (5, 17, 3),
