@@ -532,9 +532,14 @@ mod avx2 {
         let wide_silu = epilogue.silu && crate::has_avx512f();
         // Panels per pass: with AVX-512 two at a time (a 9 x 32 block of the output in
         // eighteen accumulators: 11 loads per 18 multiply-adds where one panel takes 10 per
-        // 9, which held Zen 5's two 512-bit multiply-adds a cycle to ~83 %), the last one alone
-        // where their number is odd.
-        let width = |panel: usize| if wide && panel + 1 < panels.end { 2 } else { 1 };
+        // 9, which held Zen 5's two 512-bit multiply-adds a cycle to ~83 %), the last three
+        // together where their number is odd (9 x 48, as fast as pairs: BENCHMARKS.md, item
+        // 40); one alone only where the task has one.
+        let width = |panel: usize| match panels.end - panel {
+            _ if !wide => 1,
+            3 => 3,
+            left => left.min(2),
+        };
         let step_for = |panel: usize, b: usize| {
             let col = panel * NR;
             let cols = NR.min(n - col);
@@ -596,7 +601,7 @@ mod avx2 {
                         Ahead {
                             at: w.data[p * k * NR + n0 * NR..].as_ptr(),
                             lines: 0,
-                            two: width(p) == 2,
+                            panels: width(p),
                         },
                         n1 - n0,
                     ),
@@ -604,13 +609,14 @@ mod avx2 {
                         Ahead {
                             at: w.data.as_ptr(),
                             lines: 0,
-                            two: false,
+                            panels: 0,
                         },
                         0,
                     ),
                 };
                 let share = lines.div_ceil(rows.len().div_ceil(mr));
-                let steps = [step_for(panel, b), step_for(panel + np - 1, b)];
+                // (padded with the last panel's to a fixed length; the kernel reads `np`)
+                let steps: [Step; 3] = std::array::from_fn(|j| step_for(panel + j.min(np - 1), b));
                 let mut r = rows.start;
                 while r < rows.end {
                     // This row block's share of the next blocks: its first line and line count.
@@ -631,42 +637,34 @@ mod avx2 {
                     // `Input::row_len`, asserted above).
                     unsafe {
                         let a0 = a.as_ptr().add(row0(r, k0));
-                        let (o, o2) = (out_at(panel, r), out_at(panel + 1, r));
+                        let o: [*mut f32; 3] = std::array::from_fn(|j| out_at(panel + j, r));
                         // (one instance per row count: the accumulators are an array of `R`)
                         macro_rules! six {
                             ($r:expr) => {
-                                kernel::<$r>(a0, lda, group, bp, o, r, &steps[0])
+                                kernel::<$r>(a0, lda, group, bp, o[0], r, &steps[0])
                             };
                         }
                         macro_rules! nine {
                             ($r:expr) => {
-                                if np == 2 {
-                                    kernel_wide::<$r, 2>(
-                                        a0,
-                                        lda,
-                                        group,
-                                        bp,
-                                        k * NR,
-                                        k1 - k0,
-                                        [o, o2],
-                                        r,
-                                        &steps,
-                                        ahead,
-                                    )
-                                } else {
-                                    kernel_wide::<$r, 1>(
-                                        a0,
-                                        lda,
-                                        group,
-                                        bp,
-                                        k * NR,
-                                        k1 - k0,
-                                        [o],
-                                        r,
-                                        &[steps[0]],
-                                        ahead,
-                                    )
+                                match np {
+                                    1 => nine!($r, 1),
+                                    2 => nine!($r, 2),
+                                    _ => nine!($r, 3),
                                 }
+                            };
+                            ($r:expr, $p:expr) => {
+                                kernel_wide::<$r, $p>(
+                                    a0,
+                                    lda,
+                                    group,
+                                    bp,
+                                    k * NR,
+                                    k1 - k0,
+                                    *o.first_chunk().unwrap(),
+                                    r,
+                                    steps.first_chunk().unwrap(),
+                                    ahead,
+                                )
                             };
                         }
                         match (wide, rows.end - r) {
@@ -705,13 +703,13 @@ mod avx2 {
         }
     }
 
-    /// Lines of 16 values a kernel prefetches for the next pass: `lines` from `at` and, if
-    /// `two`, as many from the next panel's block (the second panel of a pair).
+    /// Lines of 16 values a kernel prefetches for the next pass: `lines` from `at`, and as
+    /// many from each next panel's block of the pass's `panels`.
     #[derive(Clone, Copy)]
     struct Ahead {
         at: *const f32,
         lines: usize,
-        two: bool,
+        panels: usize,
     }
 
     /// Where a kernel call sits in the product and what it finishes.
@@ -849,14 +847,14 @@ mod avx2 {
         }
     }
 
-    /// [`kernel`] on AVX-512F: `R` rows (`R <= MR_WIDE`) of `P` panels (1 or 2) over one
+    /// [`kernel`] on AVX-512F: `R` rows (`R <= MR_WIDE`) of `P` panels (1 to 3) over one
     /// block of `kc` steps of `k`, one 16-lane accumulator per row and panel, `a` broadcast by
     /// the multiply-adds' memory operand. Each lane does the multiply-adds of [`kernel`] in the
     /// same order, and [`finish_wide`] [`finish`]'s additions, so the values are the same bit
-    /// for bit. `b` holds the first panel's `[kc, 16]` block, then (`P` = 2) the second's
-    /// `apart` values after it (a panel's length); `out[j]` and `steps[j]` are panel `j`'s.
-    /// Also prefetches `ahead` (the next pass's weights; its second panel `apart` values on),
-    /// a line per four steps of `k`.
+    /// for bit. `b` holds the first panel's `[kc, 16]` block, each next panel's `apart` values
+    /// after the one before (a panel's length); `out[j]` and `steps[j]` are panel `j`'s. Also
+    /// prefetches `ahead` (the next pass's weights, its panels also `apart` values apart), a
+    /// line per panel every four steps of `k`.
     ///
     /// # Safety
     /// As [`kernel`], on a CPU with AVX-512F; `ahead`'s lines lie inside one allocation.
@@ -884,9 +882,8 @@ mod avx2 {
             let mut rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * lda));
             let mut bp = b.as_ptr();
             let prefetch = |pl: usize| {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.at.add(pl * NR).cast());
-                if ahead.two {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.at.add(apart + pl * NR).cast());
+                for j in 0..ahead.panels {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.at.add(j * apart + pl * NR).cast());
                 }
             };
             // (as in `kernel`, and a prefetch every four steps)
