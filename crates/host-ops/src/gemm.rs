@@ -618,9 +618,9 @@ mod avx2 {
                 // (padded with the last panel's to a fixed length; the kernel reads `np`)
                 let steps: [Step; 3] = std::array::from_fn(|j| step_for(panel + j.min(np - 1), b));
                 let mut r = rows.start;
+                // This row block's share of the next blocks: its first line and line count.
+                let mut first = 0;
                 while r < rows.end {
-                    // This row block's share of the next blocks: its first line and line count.
-                    let first = ((r - rows.start) / mr * share).min(lines);
                     let ahead = Ahead {
                         at: ahead.at.wrapping_add(first * NR),
                         lines: share.min(lines - first),
@@ -686,6 +686,7 @@ mod avx2 {
                         }
                     }
                     r += mr;
+                    first = lines.min(first + share);
                 }
                 for (p, step) in (panel..panel + np).zip(&steps) {
                     if step.later_silu {
