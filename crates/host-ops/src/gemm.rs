@@ -616,7 +616,12 @@ mod avx2 {
                 };
                 let share = lines.div_ceil(rows.len().div_ceil(mr));
                 // (padded with the last panel's to a fixed length; the kernel reads `np`)
-                let steps: [Step; 3] = std::array::from_fn(|j| step_for(panel + j.min(np - 1), b));
+                let last = panel + np - 1;
+                let steps = [
+                    step_for(panel, b),
+                    step_for(last.min(panel + 1), b),
+                    step_for(last, b),
+                ];
                 let mut r = rows.start;
                 // This row block's share of the next blocks: its first line and line count.
                 let mut first = 0;
