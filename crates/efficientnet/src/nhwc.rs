@@ -362,19 +362,23 @@ impl HostNet {
             .par_chunks_mut(wo * cols)
             .enumerate()
             .for_each(|(oy, row)| {
+                // The input line of each (channel, tap row), `None` in the padding: a patch is
+                // `[in_channels, k, k]`, written in that order.
+                let lines: Vec<Option<&[f32]>> = (0..s.in_channels)
+                    .flat_map(|ic| (0..k).map(move |ky| (ic, ky)))
+                    .map(|(ic, ky)| {
+                        let iy = (oy * s.stride + ky).checked_sub(pt)?;
+                        (iy < height).then(|| &pixels[(ic * height + iy) * width..][..width])
+                    })
+                    .collect();
                 for (ox, patch) in row.chunks_exact_mut(cols).enumerate() {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let iy = (oy * s.stride + ky).checked_sub(pt);
+                    for (taps, line) in patch.chunks_exact_mut(k).zip(&lines) {
+                        for (kx, tap) in taps.iter_mut().enumerate() {
                             let ix = (ox * s.stride + kx).checked_sub(pl);
-                            for ic in 0..s.in_channels {
-                                patch[(ic * k + ky) * k + kx] = match (iy, ix) {
-                                    (Some(iy), Some(ix)) if iy < height && ix < width => {
-                                        pixels[(ic * height + iy) * width + ix]
-                                    }
-                                    _ => 0.0,
-                                };
-                            }
+                            *tap = match (line, ix) {
+                                (Some(line), Some(ix)) if ix < width => line[ix],
+                                _ => 0.0,
+                            };
                         }
                     }
                 }
