@@ -849,6 +849,16 @@ impl Depthwise {
         width: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
+        if layout == Layout::Nhwc
+            && self.channels.is_multiple_of(16)
+            && host_ops::has_avx512f()
+            && host_ops::has_avx2_fma()
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { self.row_avx512(row, sums, oy, input, height, width) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if layout == Layout::Nhwc && host_ops::has_avx2_fma() {
             // SAFETY: the CPU supports the features the function is compiled for.
             unsafe { self.row_avx2(row, sums, oy, input, height, width) };
@@ -890,10 +900,6 @@ impl Depthwise {
         let (out, sum) = (row.as_mut_ptr(), sums.as_mut_ptr());
         let rem = c % 8;
         let lanes: [i32; 8] = std::array::from_fn(|i| if i < rem { -1 } else { 0 });
-        // With AVX-512F (and whole groups of 16 channels) the row is stored before the
-        // activation, and SiLU + the channel sums run on sixteen lanes over it at the end (the
-        // same values and sums bit for bit, in less time).
-        let wide = c.is_multiple_of(16) && host_ops::has_avx512f();
         // SAFETY (all loads and stores below): channel offsets stay below `c` (the masked
         // remainder touches only its `rem` lanes), taps lie inside the kernel and their input
         // pixels inside `input` (ky0..ky1, kx0..kx1), output pixels inside `row`: the
@@ -929,10 +935,6 @@ impl Depthwise {
                         }
                     }
                     for (j, a) in a.into_iter().enumerate() {
-                        if wide {
-                            _mm256_storeu_ps(o.add(cb + 8 * j), a);
-                            continue;
-                        }
                         let y = host_ops::avx2::silu(a);
                         _mm256_storeu_ps(o.add(cb + 8 * j), y);
                         let sp = sum.add(cb + 8 * j);
@@ -948,11 +950,6 @@ impl Depthwise {
                             let w = _mm256_loadu_ps(wt.add((ky * k + kx) * cp + cb));
                             a = _mm256_fmadd_ps(x, w, a);
                         }
-                    }
-                    if wide {
-                        _mm256_storeu_ps(o.add(cb), a);
-                        cb += 8;
-                        continue;
                     }
                     let y = host_ops::avx2::silu(a);
                     _mm256_storeu_ps(o.add(cb), y);
@@ -975,10 +972,79 @@ impl Depthwise {
                     _mm256_maskstore_ps(sp, mask, _mm256_add_ps(_mm256_maskload_ps(sp, mask), y));
                 }
             }
-            if wide {
-                // SAFETY: the CPU has AVX-512F (`wide`).
-                host_ops::avx512::silu_sum(row, sums);
+        }
+    }
+
+    /// [`Self::row_avx2`] on sixteen lanes, for whole groups of 16 channels (AVX-512F): the
+    /// taps pixel by pixel, 64 channels (then 16) at a time, the row stored before the
+    /// activation, then SiLU + the channel sums over it on sixteen lanes: per lane the same
+    /// multiply-adds, SiLU and sums in the same order, so the same values bit for bit
+    /// (BENCHMARKS.md, item 43).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn row_avx512(
+        &self,
+        row: &mut [f32],
+        sums: &mut [f32],
+        oy: usize,
+        input: &[f32],
+        height: usize,
+        width: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let c = self.channels;
+        let cp = self.padded();
+        let (k, s) = (self.kernel, self.stride);
+        let [pt, pl, ..] = self.padding;
+        let wo = row.len() / c;
+        assert!(c.is_multiple_of(16) && row.len() == wo * c && sums.len() == c);
+        assert!(input.len() >= height * width * c);
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
+        // The taps inside the input: rows ky0..ky1 of the kernel, and per pixel kx0..kx1.
+        let ky0 = pt.saturating_sub(oy * s);
+        let ky1 = k.min((height + pt).saturating_sub(oy * s));
+        let (inp, wt, bias) = (input.as_ptr(), self.weight.as_ptr(), self.bias.as_ptr());
+        let out = row.as_mut_ptr();
+        // SAFETY (all loads and stores below): channel offsets stay below `c`, taps lie inside
+        // the kernel and their input pixels inside `input` (ky0..ky1, kx0..kx1), output pixels
+        // inside `row`: the lengths asserted above.
+        unsafe {
+            for ox in 0..wo {
+                let kx0 = pl.saturating_sub(ox * s);
+                let kx1 = k.min((width + pl).saturating_sub(ox * s));
+                let tap =
+                    |ky: usize, kx: usize| ((oy * s + ky - pt) * width + ox * s + kx - pl) * c;
+                let o = out.add(ox * c);
+                let mut cb = 0;
+                while cb < c {
+                    // (64 channels at a time where they remain, else 16)
+                    macro_rules! group {
+                        ($n:expr) => {{
+                            let mut a: [__m512; $n] =
+                                std::array::from_fn(|j| _mm512_loadu_ps(bias.add(cb + 16 * j)));
+                            for ky in ky0..ky1 {
+                                for kx in kx0..kx1 {
+                                    let x = inp.add(tap(ky, kx) + cb);
+                                    let w = wt.add((ky * k + kx) * cp + cb);
+                                    for (j, a) in a.iter_mut().enumerate() {
+                                        *a = _mm512_fmadd_ps(
+                                            _mm512_loadu_ps(x.add(16 * j)),
+                                            _mm512_loadu_ps(w.add(16 * j)),
+                                            *a,
+                                        );
+                                    }
+                                }
+                            }
+                            for (j, a) in a.into_iter().enumerate() {
+                                _mm512_storeu_ps(o.add(cb + 16 * j), a);
+                            }
+                            cb += 16 * $n;
+                        }};
+                    }
+                    if cb + 64 <= c { group!(4) } else { group!(1) }
+                }
             }
+            host_ops::avx512::silu_sum(row, sums);
         }
     }
 
@@ -1476,6 +1542,8 @@ mod tests {
             (8, 5, 1, [2, 2, 2, 2], (6, 14)),
             (20, 3, 1, [1, 1, 1, 1], (5, 12)),
             (16, 5, 1, [2, 2, 2, 2], (4, 18)),
+            (80, 3, 2, [0, 0, 1, 1], (7, 9)),
+            (64, 3, 1, [1, 1, 1, 1], (5, 6)),
         ] {
             let dw = depthwise(c, k, s, padding);
             let x = values(h * w * c, 7);
@@ -1526,6 +1594,19 @@ mod tests {
                 let nhwc = run(&dw, (h, w), |r, sums, oy| unsafe {
                     dw.row_avx2(r, sums, oy, &x, h, w)
                 });
+                // Whole groups of 16 channels with AVX-512F: the sixteen-lane channels-last
+                // kernel, bit for bit the eight-lane one.
+                if c.is_multiple_of(16) && host_ops::has_avx512f() {
+                    // SAFETY: the CPU has AVX2, FMA and AVX-512F.
+                    let wide = run(&dw, (h, w), |r, sums, oy| unsafe {
+                        dw.row_avx512(r, sums, oy, &x, h, w)
+                    });
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(
+                        bits(&wide.0) == bits(&nhwc.0) && bits(&wide.1) == bits(&nhwc.1),
+                        "c {c} k {k} s {s}: channels-last AVX-512 differs"
+                    );
+                }
                 // Panel by panel, out as panels: all the rows in one call, and each row from
                 // its ring; back to channels-last to compare.
                 let (ho, wo) = dw.output_size(h, w);
