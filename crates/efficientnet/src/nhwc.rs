@@ -579,6 +579,41 @@ impl PanelPass {
     }
 }
 
+/// One output row of a channels-last depthwise kernel (see [`Depthwise::row_pass`]):
+/// channels, padded channels, kernel size and stride, top and left padding, output and input
+/// widths, the output row, and the kernel rows `ky0..ky1` whose input rows exist.
+#[cfg(target_arch = "x86_64")]
+struct RowPass {
+    c: usize,
+    cp: usize,
+    k: usize,
+    s: usize,
+    pt: usize,
+    pl: usize,
+    wo: usize,
+    width: usize,
+    oy: usize,
+    ky0: usize,
+    ky1: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowPass {
+    /// For output column `ox`: the kernel columns `kx0..kx1` whose input columns exist.
+    fn tap_columns(&self, ox: usize) -> (usize, usize) {
+        let kx0 = self.pl.saturating_sub(ox * self.s);
+        let kx1 = self
+            .k
+            .min((self.width + self.pl).saturating_sub(ox * self.s));
+        (kx0, kx1)
+    }
+
+    /// Where tap (`ky`, `kx`) of output column `ox` reads the input (a tap inside it).
+    fn tap(&self, ox: usize, ky: usize, kx: usize) -> usize {
+        ((self.oy * self.s + ky - self.pt) * self.width + ox * self.s + kx - self.pl) * self.c
+    }
+}
+
 /// How a depthwise convolution's input is laid out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Layout {
@@ -886,16 +921,8 @@ impl Depthwise {
         width: usize,
     ) {
         use std::arch::x86_64::*;
-        let c = self.channels;
-        let cp = self.padded();
-        let (k, s) = (self.kernel, self.stride);
-        let [pt, pl, ..] = self.padding;
-        let wo = row.len() / c;
-        assert!(row.len() == wo * c && sums.len() == c && input.len() >= height * width * c);
-        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
-        // The taps inside the input: rows ky0..ky1 of the kernel, and per pixel kx0..kx1.
-        let ky0 = pt.saturating_sub(oy * s);
-        let ky1 = k.min((height + pt).saturating_sub(oy * s));
+        let g = self.row_pass(row, sums, oy, input, height, width);
+        let (c, cp, k, ky0, ky1) = (g.c, g.cp, g.k, g.ky0, g.ky1);
         let (inp, wt, bias) = (input.as_ptr(), self.weight.as_ptr(), self.bias.as_ptr());
         let (out, sum) = (row.as_mut_ptr(), sums.as_mut_ptr());
         let rem = c % 8;
@@ -906,12 +933,9 @@ impl Depthwise {
         // lengths asserted above.
         unsafe {
             let mask = _mm256_loadu_si256(lanes.as_ptr().cast());
-            for ox in 0..wo {
-                let kx0 = pl.saturating_sub(ox * s);
-                let kx1 = k.min((width + pl).saturating_sub(ox * s));
-                // input offset of tap (ky, kx): (oy*s + ky - pt) * width * c + (ox*s + kx - pl) * c
-                let tap =
-                    |ky: usize, kx: usize| ((oy * s + ky - pt) * width + ox * s + kx - pl) * c;
+            for ox in 0..g.wo {
+                let (kx0, kx1) = g.tap_columns(ox);
+                let tap = |ky: usize, kx: usize| g.tap(ox, ky, kx);
                 let o = out.add(ox * c);
                 let mut cb = 0;
                 while cb + 32 <= c {
@@ -992,28 +1016,18 @@ impl Depthwise {
         width: usize,
     ) {
         use std::arch::x86_64::*;
-        let c = self.channels;
-        let cp = self.padded();
-        let (k, s) = (self.kernel, self.stride);
-        let [pt, pl, ..] = self.padding;
-        let wo = row.len() / c;
-        assert!(c.is_multiple_of(16) && row.len() == wo * c && sums.len() == c);
-        assert!(input.len() >= height * width * c);
-        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
-        // The taps inside the input: rows ky0..ky1 of the kernel, and per pixel kx0..kx1.
-        let ky0 = pt.saturating_sub(oy * s);
-        let ky1 = k.min((height + pt).saturating_sub(oy * s));
+        let g = self.row_pass(row, sums, oy, input, height, width);
+        let (c, cp, k, ky0, ky1) = (g.c, g.cp, g.k, g.ky0, g.ky1);
+        assert!(c.is_multiple_of(16));
         let (inp, wt, bias) = (input.as_ptr(), self.weight.as_ptr(), self.bias.as_ptr());
         let out = row.as_mut_ptr();
         // SAFETY (all loads and stores below): channel offsets stay below `c`, taps lie inside
         // the kernel and their input pixels inside `input` (ky0..ky1, kx0..kx1), output pixels
         // inside `row`: the lengths asserted above.
         unsafe {
-            for ox in 0..wo {
-                let kx0 = pl.saturating_sub(ox * s);
-                let kx1 = k.min((width + pl).saturating_sub(ox * s));
-                let tap =
-                    |ky: usize, kx: usize| ((oy * s + ky - pt) * width + ox * s + kx - pl) * c;
+            for ox in 0..g.wo {
+                let (kx0, kx1) = g.tap_columns(ox);
+                let tap = |ky: usize, kx: usize| g.tap(ox, ky, kx);
                 let o = out.add(ox * c);
                 let mut cb = 0;
                 while cb < c {
@@ -1045,6 +1059,39 @@ impl Depthwise {
                 }
             }
             host_ops::avx512::silu_sum(row, sums);
+        }
+    }
+
+    /// Checks the arguments of the channels-last row kernels ([`Self::row_avx2`],
+    /// [`Self::row_avx512`]) and works out what they share about output row `oy`.
+    #[cfg(target_arch = "x86_64")]
+    fn row_pass(
+        &self,
+        row: &[f32],
+        sums: &[f32],
+        oy: usize,
+        input: &[f32],
+        height: usize,
+        width: usize,
+    ) -> RowPass {
+        let (c, cp) = (self.channels, self.padded());
+        let (k, s) = (self.kernel, self.stride);
+        let [pt, pl, ..] = self.padding;
+        let wo = row.len() / c;
+        assert!(row.len() == wo * c && sums.len() == c && input.len() >= height * width * c);
+        assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
+        RowPass {
+            c,
+            cp,
+            k,
+            s,
+            pt,
+            pl,
+            wo,
+            width,
+            oy,
+            ky0: pt.saturating_sub(oy * s),
+            ky1: k.min((height + pt).saturating_sub(oy * s)),
         }
     }
 

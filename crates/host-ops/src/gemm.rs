@@ -5,12 +5,12 @@
 //! each `[k, 16]` contiguous (the last panel zero-padded), so the kernel streams it without
 //! packing anything per call. The kernel keeps a 6 x 16 block of the output in registers
 //! (twelve 8-lane AVX2 accumulators), or with AVX-512F a 9 x 32 block of two panels (eighteen
-//! 16-lane ones, the same values bit for bit), broadcasting `a` straight from its rows; `k` is
-//! cut into blocks of at most 256 so that a pass's panel blocks stay in L1 while every row
-//! block of a tile of rows passes over them, and the next pass's blocks are prefetched
-//! meanwhile. Work is split into
-//! tasks of rows or of panels on rayon's pool. On CPUs without AVX2+FMA each panel goes
-//! through the `gemm` crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
+//! 16-lane ones; 9 x 48 where the panels are odd in number; the same values bit for bit),
+//! broadcasting `a` straight from its rows; `k` is cut into blocks of at most 256 so that a
+//! pass's panel blocks stay in L1 while every row block of a tile of rows passes over them,
+//! and the next pass's blocks are prefetched meanwhile. Work is split into tasks of rows or
+//! of panels on rayon's pool. On CPUs without AVX2+FMA each panel goes through the `gemm`
+//! crate and the epilogue is a second pass. [`gemm()`] writes `out` row-major;
 //! [`gemm_panels`] writes it as panels of 16 columns (what the vision tower's depthwise
 //! kernel reads best); [`gemm_from_panels`] reads `a` as panels of 16 columns (what that
 //! kernel writes best).
@@ -21,9 +21,10 @@ use rayon::prelude::*;
 const NR: usize = 16;
 /// Rows per register block of the AVX2 kernel (twelve 8-lane accumulators).
 const MR: usize = 6;
-/// Rows per register block of the AVX-512 kernel (nine 16-lane accumulators per panel): align-base's
-/// maps (144, 72, 36, 18 and 9 pixels square) all have a multiple of 9 pixels, so no block
-/// of it is short (the 81-row products of the 9x9 maps left 3 rows to a short block of 6).
+/// Rows per register block of the AVX-512 kernel (nine 16-lane accumulators per panel):
+/// align-base's maps (144, 72, 36, 18 and 9 pixels square) all have a multiple of 9 pixels, so
+/// no block of it is short (the 81-row products of the 9x9 maps left 3 rows to a short block
+/// of 6).
 const MR_WIDE: usize = 9;
 /// Rows of a task of rows (at most; a multiple of the register block).
 const TILE_ROWS: usize = 96;
@@ -237,9 +238,10 @@ enum Kernel {
     Portable,
     /// 6 rows x 16 columns in twelve 8-lane accumulators (AVX2 + FMA).
     Avx2,
-    /// 9 rows x 32 columns (two panels) in eighteen 16-lane accumulators (AVX-512F), or 9 x 16
-    /// for an odd last panel: the same multiply-adds in the same order as [`Kernel::Avx2`],
-    /// so the same values bit for bit.
+    /// 9 rows x 32 columns (two panels) in eighteen 16-lane accumulators (AVX-512F), the last
+    /// three panels together where their number is odd (9 x 16 only for a task of one panel):
+    /// the same multiply-adds in the same order as [`Kernel::Avx2`], so the same values bit
+    /// for bit.
     Avx512,
 }
 
@@ -488,8 +490,8 @@ mod avx2 {
     }
 
     /// [`super::task`] on AVX2+FMA: `k` in blocks of at most [`KC`]; per block, each panel
-    /// once, with every 6-row block of `rows` passing over it (with `wide`, pairs of panels
-    /// with 9-row blocks of the AVX-512 kernel, [`kernel_wide`]).
+    /// once, with every 6-row block of `rows` passing over it (with `wide`, two or three
+    /// panels at a time with 9-row blocks of the AVX-512 kernel, [`kernel_wide`]).
     ///
     /// # Safety
     /// As [`super::task`], on a CPU with AVX2 and FMA, and AVX-512F if `wide`.
@@ -533,8 +535,8 @@ mod avx2 {
         // Panels per pass: with AVX-512 two at a time (a 9 x 32 block of the output in
         // eighteen accumulators: 11 loads per 18 multiply-adds where one panel takes 10 per
         // 9, which held Zen 5's two 512-bit multiply-adds a cycle to ~83 %), the last three
-        // together where their number is odd (9 x 48, as fast as pairs: BENCHMARKS.md, item
-        // 40); one alone only where the task has one.
+        // together where their number is odd (9 x 48, as fast as pairs: BENCHMARKS.md, items
+        // 40-41); one alone only where the task has one.
         let width = |panel: usize| match panels.end - panel {
             _ if !wide => 1,
             3 => 3,
@@ -578,7 +580,7 @@ mod avx2 {
             let mut panel = panels.start;
             while panel < panels.end {
                 let np = width(panel);
-                // The pass's panels' blocks: the first at the start, the second `k * 16` on.
+                // The pass's panels' blocks: the first at the start, each next `k * 16` on.
                 let bp = &w.data[panel * k * NR + k0 * NR..][..(np - 1) * k * NR + (k1 - k0) * NR];
                 // The blocks the next pass will read (the next panels, or the first panels of
                 // the next block of k): fetched a share per row block of this pass, so that
@@ -709,8 +711,8 @@ mod avx2 {
         }
     }
 
-    /// Lines of 16 values a kernel prefetches for the next pass: `lines` from `at`, and as
-    /// many from each next panel's block of the pass's `panels`.
+    /// What a kernel prefetches for the next pass: `lines` lines of 16 values from `at` in
+    /// each of that pass's `panels` panels (their blocks a panel's length apart).
     #[derive(Clone, Copy)]
     struct Ahead {
         at: *const f32,
