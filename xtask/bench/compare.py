@@ -28,9 +28,9 @@ their memory already in use. Each timed run of our CLI is a fresh process whose 
 touches its buffers for the first time; on a VM whose host takes back the memory a guest has
 freed (free page reporting), those pages then cost a host fault and zeroing each, and the
 first `align` run after ONNX Runtime's ran ~10 % slower than the next one. So in every round
-our CLI first runs once on the same inputs (printed as "first run after ONNX Runtime", its
-ratio too), then the timed runs follow (--no-warm-up: no such run, the timed one first). Threads: all cores for
-every runtime.
+our CLI first runs once on the same inputs (printed as "ours, first after ORT", with its
+ratio), then the timed runs follow (--no-warm-up: no such run, the timed one first).
+Threads: all cores for every runtime.
 Each round runs every system once (images, then texts); medians over rounds are reported.
 With --baseline, a second build runs in every round too (before ours in odd rounds, after in
 even ones), and the per-round ratios to ONNX Runtime and between the builds are printed.
