@@ -559,23 +559,28 @@ struct PanelPass {
     oxr: usize,
 }
 
+/// The taps `t0..t1` of a `k`-tap kernel at stride `s` with `pad` padding before the input
+/// whose input positions exist for output position `o`, along an input of `extent`.
+#[cfg(target_arch = "x86_64")]
+fn taps_inside(o: usize, s: usize, pad: usize, k: usize, extent: usize) -> (usize, usize) {
+    (
+        pad.saturating_sub(o * s),
+        k.min((extent + pad).saturating_sub(o * s)),
+    )
+}
+
 #[cfg(target_arch = "x86_64")]
 impl PanelPass {
     /// For output row `oy`: the kernel rows `ky0..ky1` whose input rows exist, and where in
     /// the ring of `held` rows the first of them is (each next one in the next row).
     fn tap_rows(&self, oy: usize, held: usize, height: usize) -> (usize, usize, usize) {
-        let ky0 = self.pt.saturating_sub(oy * self.s);
-        let ky1 = self.k.min((height + self.pt).saturating_sub(oy * self.s));
+        let (ky0, ky1) = taps_inside(oy, self.s, self.pt, self.k, height);
         (ky0, ky1, (oy * self.s + ky0 - self.pt) % held)
     }
 
     /// For output column `ox`: the kernel columns `kx0..kx1` whose input columns exist.
     fn tap_columns(&self, ox: usize, width: usize) -> (usize, usize) {
-        let kx0 = self.pl.saturating_sub(ox * self.s);
-        (
-            kx0,
-            self.k.min((width + self.pl).saturating_sub(ox * self.s)),
-        )
+        taps_inside(ox, self.s, self.pl, self.k, width)
     }
 }
 
@@ -601,11 +606,7 @@ struct RowPass {
 impl RowPass {
     /// For output column `ox`: the kernel columns `kx0..kx1` whose input columns exist.
     fn tap_columns(&self, ox: usize) -> (usize, usize) {
-        let kx0 = self.pl.saturating_sub(ox * self.s);
-        let kx1 = self
-            .k
-            .min((self.width + self.pl).saturating_sub(ox * self.s));
-        (kx0, kx1)
+        taps_inside(ox, self.s, self.pl, self.k, self.width)
     }
 
     /// Where tap (`ky`, `kx`) of output column `ox` reads the input (a tap inside it).
@@ -1080,6 +1081,7 @@ impl Depthwise {
         let wo = row.len() / c;
         assert!(row.len() == wo * c && sums.len() == c && input.len() >= height * width * c);
         assert!(self.weight.len() == k * k * cp && self.bias.len() == cp);
+        let (ky0, ky1) = taps_inside(oy, s, pt, k, height);
         RowPass {
             c,
             cp,
@@ -1090,8 +1092,8 @@ impl Depthwise {
             wo,
             width,
             oy,
-            ky0: pt.saturating_sub(oy * s),
-            ky1: k.min((height + pt).saturating_sub(oy * s)),
+            ky0,
+            ky1,
         }
     }
 
