@@ -13,7 +13,7 @@
 //! * `fma_peak/one_thread`: twelve independent chains of 8-lane fused multiply-adds, the most
 //!   one core does with AVX2 (twice that is the ceiling of a 2-core product);
 //!   `fma_peak/one_thread_16_lanes`: the same with 16-lane (AVX-512) ones, where the CPU has
-//!   AVX-512F (on Zen 4, which splits them in two, the same rate; on Zen 5 twice it).
+//!   AVX-512F (on the Zen 5 VM of BENCHMARKS.md, item 40: twice the 8-lane rate).
 //! * `silu/<n>`: [`host_ops::silu_inplace`] on n values (one thread).
 
 use std::hint::black_box;
