@@ -27,7 +27,7 @@ Warm-up: ONNX Runtime and PyTorch are timed in this process after a first untime
 their memory already in use. Each timed run of our CLI is a fresh process whose first batch
 touches its buffers for the first time; on a VM whose host takes back the memory a guest has
 freed (free page reporting), those pages then cost a host fault and zeroing each, and the
-first `align` run after ONNX Runtime's ran ~10 % slower than the next one. So in every round
+first `align` run after ONNX Runtime's ran measurably slower than the next one. So in every round
 our CLI first runs once on the same inputs (printed as "ours, first after ORT", with its
 ratio), then the timed runs follow (--no-warm-up: no such run, the timed one first).
 Threads: all cores for every runtime.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# One device-machine session for the GPU figures (BENCHMARKS.md, "GPU"), as one command:
+# One device-machine session for the GPU figures (docs/performance.md, "GPU"), as one command:
 # throughput + parity against PyTorch (gpu.py) of up to three wgpu builds of `align`, then
 # per-kernel profiles of each (CubeCL's profiling log, xtask/bench/cubecl_profile.py).
 #

@@ -41,9 +41,10 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Throughput of `align embed-images` / `embed-texts` against ONNX Runtime and PyTorch on
-    /// the same inputs, interleaved (see xtask/bench/compare.py and BENCHMARKS.md): builds the
-    /// release `align` binary, then runs the script with these arguments (`--model <HF dir>`,
-    /// `--images N`, `--texts N`, `--rounds N`, ...; `-- --help` lists them).
+    /// the same inputs, interleaved (see xtask/bench/compare.py and docs/performance.md):
+    /// builds the release `align` binary, then runs the script with these arguments
+    /// (`--model <HF dir>`, `--images N`, `--texts N`, `--rounds N`, ...; `-- --help` lists
+    /// them).
     #[command(disable_help_flag = true)]
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

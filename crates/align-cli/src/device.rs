@@ -64,8 +64,8 @@ pub fn resolve(choice: &Choice) -> anyhow::Result<Device> {
 
 /// Images per forward pass when `--batch-size` is not given: 1 on ndarray (burn's ops hold a
 /// whole batch's activations, and larger batches were not faster there), else 8 (on flex the
-/// vision tower's host path runs a batch's images side by side, one per thread: 1.16x one image
-/// at a time on 2 cores, see BENCHMARKS.md; on GPUs a batch fills the device).
+/// vision tower's host path runs a batch's images side by side, one per thread, with no
+/// hand-offs between threads; on GPUs a batch fills the device).
 pub fn default_image_batch(device: &Device) -> u32 {
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // burn-ndarray is deprecated in burn 0.22 but still supported here

@@ -23,8 +23,8 @@ pub struct ModelArgs {
     pub model_id: Option<String>,
     /// Precision of the weights and of the computation: f16 halves the weights' memory on GPUs
     /// (wgpu); embeddings are f32 either way. On random align-base weights f16 moved image
-    /// embeddings far more than text ones and was no faster (see BENCHMARKS.md). flex's fused
-    /// vision path is f32 only.
+    /// embeddings far more than text ones and was no faster (see docs/performance.md). flex's
+    /// fused vision path is f32 only.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 }

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ImageArgs {
     /// Images per forward pass [default: 8; 1 on ndarray, where larger batches are not faster
-    /// and take more memory (see BENCHMARKS.md)].
+    /// and take more memory (see docs/performance.md)].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: Option<u32>,
     /// Report unreadable images on stderr and go on without them (default: stop at the first).

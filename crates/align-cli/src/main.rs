@@ -18,8 +18,8 @@ mod tokenize;
 use std::process::ExitCode;
 
 /// mimalloc keeps the large activation buffers of a forward pass for reuse; with glibc's
-/// allocator each one is a fresh mmap whose pages are faulted in and zeroed again (measured:
-/// 12-15 % of an image forward pass on flex).
+/// allocator each one is a fresh mmap whose pages are faulted in and zeroed again on every
+/// pass.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -249,8 +249,8 @@ fn is_pointwise(conv: &Conv2d) -> bool {
 
 /// A pointwise convolution (see [`is_pointwise`]) as one batched product `[O, I] x [I, H*W]`
 /// per image, bias added: 95 % of ALIGN's vision arithmetic. burn's matrix product is far faster
-/// on GPUs than its generic convolution, which without autotuning is a direct one (measured on
-/// an H200 through wgpu, see BENCHMARKS.md).
+/// on GPUs than its generic convolution, which without autotuning is a direct one (see
+/// docs/performance.md).
 fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [out, ..] = conv.weight.dims();
@@ -435,8 +435,8 @@ impl EfficientNet {
         self.embeddings.convolution.weight.val().dtype().into()
     }
 
-    /// Makes the host-memory copy of [`Self::for_inference`] now (0.1-0.4 s for align-base,
-    /// once) rather than in the first forward pass; nothing to do elsewhere.
+    /// Makes the host-memory copy of [`Self::for_inference`] now (once: every weight folded
+    /// and packed) rather than in the first forward pass; nothing to do elsewhere.
     pub fn prepare(&self) {
         self.host_net();
     }

@@ -504,9 +504,9 @@ impl HostBlock {
 
 /// Expansions whose input map has at least this many pixels run band by band (see
 /// [`Depthwise::apply_expanded`]): the 144x144, 72x72 and 36x36 maps of align-base (expanded:
-/// 16, 6 and 2.5 MB). Measured on a 2-core EPYC: the 144x144 block's expansion + depthwise
-/// 1.35x faster, the others unchanged (their maps were not the bottleneck), less memory for
-/// all. On smaller maps the weights are the larger part, which bands would read once each.
+/// 16, 6 and 2.5 MB), whose expanded maps would otherwise go to memory and back whole (the
+/// 144x144 block gains most); less memory for all. On smaller maps the weights are the larger
+/// part, which bands would read once each.
 const BAND_MIN_PIXELS: usize = 1024;
 /// Output pixels per band, in whole rows (at least one): a product of about 300 rows, and a
 /// ring of `(rows - 1) * stride + kernel` expansion rows (0.5 to 2.3 MB on align-base; the
@@ -755,7 +755,7 @@ impl Depthwise {
     /// from one row to the next (row by row across all panels, the late blocks' maps and
     /// weights were read from L3 once per output row), and each panel's outputs are written
     /// in one stream (into channels-last rows, 64 bytes a pixel strided by the row length,
-    /// the same work took 1.3-2x as long in a scratch program: BENCHMARKS.md, item 30).
+    /// the same work took markedly longer).
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn panel_rows(
@@ -1003,8 +1003,7 @@ impl Depthwise {
     /// [`Self::row_avx2`] on sixteen lanes, for whole groups of 16 channels (AVX-512F): the
     /// taps pixel by pixel, 64 channels (then 16) at a time, the row stored before the
     /// activation, then SiLU + the channel sums over it on sixteen lanes: per lane the same
-    /// multiply-adds, SiLU and sums in the same order, so the same values bit for bit
-    /// (BENCHMARKS.md, item 43).
+    /// multiply-adds, SiLU and sums in the same order, so the same values bit for bit.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,avx512f")]
     unsafe fn row_avx512(
@@ -1257,8 +1256,8 @@ impl Depthwise {
     /// hold the row's columns and the accumulators): with 3x3 taps the pixels whose taps are
     /// all inside the input, with 5x5 the whole row, the columns outside the input as zeros
     /// (their products add zero: the same values, except that an exact zero could come out
-    /// with the other sign). BENCHMARKS.md, items 35-36: 1.1-1.5x on align-base's 5x5 maps,
-    /// about even on its 3x3 ones.
+    /// with the other sign). The loads saved pay off on align-base's 5x5 maps (and whole-row
+    /// windows spare the edge pixels their one-pixel path); on its 3x3 ones about even.
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and AVX-512F.

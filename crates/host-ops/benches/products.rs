@@ -13,7 +13,7 @@
 //! * `fma_peak/one_thread`: twelve independent chains of 8-lane fused multiply-adds, the most
 //!   one core does with AVX2 (twice that is the ceiling of a 2-core product);
 //!   `fma_peak/one_thread_16_lanes`: the same with 16-lane (AVX-512) ones, where the CPU has
-//!   AVX-512F (on the Zen 5 VM of BENCHMARKS.md, item 40: twice the 8-lane rate).
+//!   AVX-512F (twice the 8-lane rate where the CPU runs 512-bit operations at full width).
 //! * `silu/<n>`: [`host_ops::silu_inplace`] on n values (one thread).
 
 use std::hint::black_box;
@@ -165,7 +165,7 @@ criterion_group!(benches, products, fma_peak, silu);
 /// `criterion_main!`, but with the benches inside rayon's pool, as the network calls the
 /// products (`EfficientNet::run_on_host` runs each image on a worker): called from the main
 /// thread, every product would first hand its tasks to the pool and wait to be woken, which
-/// took 3-9 % off most shapes' single-thread figures (BENCHMARKS.md, "Profile now").
+/// would understate most shapes' single-thread figures.
 fn main() {
     rayon::scope(|_| benches());
     Criterion::default().configure_from_args().final_summary();

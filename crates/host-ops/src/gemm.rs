@@ -130,7 +130,7 @@ fn scale_panel(dst: &mut [f32], src: &[f32], scale: &[f32]) {
 }
 
 /// [`scale_panel`] compiled for AVX2 (two 8-lane multiplies per row; the compiler left the
-/// portable loop as sixteen scalar multiplies, 1.6 % of `align embed-images`' samples).
+/// portable loop as sixteen scalar multiplies).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn scale_panel_avx2(dst: &mut [f32], src: &[f32], scale: &[f32]) {
@@ -456,7 +456,7 @@ mod avx2 {
             let (kc, group) = ($kc, $group);
             let mut p = 0;
             // (row-major, the whole block is one group: a single loop, as fast as before
-            // groups existed; with the loop below, 2-5 % slower)
+            // groups existed; the loop below is slower on it)
             let whole = if group == NR { kc / 4 * 4 } else { 0 };
             let mut t = 0;
             while t < whole {
@@ -530,13 +530,13 @@ mod avx2 {
             Input::Panels => (NR, m * NR),
         };
         // With AVX-512F, SiLU runs on sixteen lanes over each panel's finished rows (the same
-        // values bit for bit, in ~0.7x the time) instead of on eight in the epilogue.
+        // values bit for bit, in less time) instead of on eight in the epilogue.
         let wide_silu = epilogue.silu && crate::has_avx512f();
         // Panels per pass: with AVX-512 two at a time (a 9 x 32 block of the output in
         // eighteen accumulators: 11 loads per 18 multiply-adds where one panel takes 10 per
-        // 9, which held Zen 5's two 512-bit multiply-adds a cycle to ~83 %), the last three
-        // together where their number is odd (9 x 48, as fast as pairs: BENCHMARKS.md, items
-        // 40-41); one alone only where the task has one.
+        // 9, too many loads for a CPU that issues two 512-bit multiply-adds a cycle), the
+        // last three together where their number is odd (9 x 48, as fast as pairs); one alone
+        // only where the task has one.
         let width = |panel: usize| match panels.end - panel {
             _ if !wide => 1,
             3 => 3,
@@ -589,8 +589,7 @@ mod avx2 {
                 // them). The 6-row kernel's share is fetched before each call; the 9-row
                 // kernel fetches its share itself, a line (per panel) every four steps of `k`
                 // (issued in one burst, the larger share of a 9-row block made the 81-row
-                // projections 3-7 % slower than the 6-row kernel; spread out, they are 8-10 %
-                // faster: BENCHMARKS.md, item 37).
+                // projections slower than with the 6-row kernel; spread out, they are faster).
                 let next = if panel + np < panels.end {
                     Some((panel + np, k0, k1))
                 } else if b + 1 < blocks {

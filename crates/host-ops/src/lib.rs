@@ -1,14 +1,14 @@
 //! Element-wise float32 activations in host memory, for burn's flex backend.
 //!
 //! burn-flex 0.22 evaluates `sigmoid`, `silu` and `gelu` one element at a time with libm
-//! (`expf`, `erff`) on one thread, in several passes: on align-base's vision tower SiLU was 40 %
-//! of a forward pass, and GELU's `erff` 6 % of the text tower's. Flex tensors live in host
-//! memory and `into_data` / `from_data` hand the buffer over without copying, so on flex these
-//! activations are computed here instead, in place, split across rayon threads: eight lanes at
-//! a time in AVX2+FMA registers where the CPU has them ([`avx2`]: `exp` from an eight-entry
-//! table of `2^(j/8)` and a degree-4 polynomial, within 2 ulp), else portable scalar code
-//! (Cody-Waite range reduction + degree-7 polynomial, within 2 ulp of libm). Other devices
-//! keep burn's ops.
+//! (`expf`, `erff`) on one thread, in several passes, which made SiLU a large part of
+//! align-base's vision tower and GELU's `erff` a visible part of its text tower. Flex tensors
+//! live in host memory and `into_data` / `from_data` hand the buffer over without copying, so
+//! on flex these activations are computed here instead, in place, split across rayon threads:
+//! eight lanes at a time in AVX2+FMA registers where the CPU has them ([`avx2`]: `exp` from an
+//! eight-entry table of `2^(j/8)` and a degree-4 polynomial, within 2 ulp), else portable
+//! scalar code (Cody-Waite range reduction + degree-7 polynomial, within 2 ulp of libm). Other
+//! devices keep burn's ops.
 //!
 //! [`gemm`]: matrix products against weights packed once, with bias, residual add and SiLU
 //! applied in registers (the vision tower's 1x1 convolutions on flex); [`avx2::silu`] is the
@@ -395,10 +395,10 @@ pub mod avx2 {
 }
 
 /// [`avx2`]'s SiLU on sixteen lanes, for kernels that keep sixteen lanes in registers or apply
-/// it to what they have just stored: the same operations in the same order on each lane, so the same values bit for bit
-/// (checked over all 2^32 inputs in a scratch program; unit-tested here). On AMD's Zen 4,
-/// which runs a 16-lane operation as two 8-lane halves, it still takes ~0.7x the time of the
-/// 8-lane version per value (fewer instructions to issue: BENCHMARKS.md, item 32).
+/// it to what they have just stored: the same operations in the same order on each lane, so
+/// the same values bit for bit (checked over all 2^32 inputs; unit-tested here). Faster per
+/// value than the 8-lane version even on CPUs that run a 16-lane operation as two 8-lane
+/// halves: half the instructions to issue.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;
