@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 
 /// transformers' `AlignModel` in inference form. Field names mirror the checkpoint's top-level
 /// keys: `text_model.*`, `vision_model.*`, `text_projection.*`, `temperature`.
+/// Mirrors transformers' [`AlignModel`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/align/modeling_align.py).
 #[derive(Module, Debug)]
 pub struct AlignModel {
     pub text_model: BertModel,

@@ -209,6 +209,7 @@ fn to_rgb8(img: DynamicImage) -> RgbImage {
 }
 
 /// Decoding plus `EfficientNetImageProcessor` preprocessing, output `[B, 3, H, W]` f32.
+/// Mirrors transformers' [`EfficientNetImageProcessor`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/image_processing_efficientnet.py).
 #[derive(Debug, Clone)]
 pub struct ImageProcessor {
     config: ImageConfig,

@@ -67,6 +67,7 @@ impl TokenBatch {
 /// Texts longer than `max_length` tokens are truncated to `max_length`, keeping `[SEP]` last.
 /// (transformers' `AlignProcessor` does not truncate by default and raises on such a batch; the
 /// model never saw more than 64 tokens, so we truncate.)
+/// The text half of transformers' [`AlignProcessor`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/align/processing_align.py).
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
     tokenizer: Tokenizer,

@@ -12,6 +12,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
 
+/// Mirrors transformers' [`BertEmbeddings`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
     pub word_embeddings: Embedding,
@@ -47,6 +48,7 @@ impl BertEmbeddings {
     }
 }
 
+/// Mirrors transformers' [`BertSelfAttention`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
     pub query: Linear,
@@ -80,30 +82,35 @@ impl BertSelfAttention {
 }
 
 /// `attention.output`: dense + residual + LayerNorm.
+/// Mirrors transformers' [`BertSelfOutput`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertSelfOutput {
     pub dense: Linear,
     pub layer_norm: LayerNorm,
 }
 
+/// Mirrors transformers' [`BertAttention`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertAttention {
     pub self_attention: BertSelfAttention,
     pub output: BertSelfOutput,
 }
 
+/// Mirrors transformers' [`BertIntermediate`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertIntermediate {
     pub dense: Linear,
 }
 
 /// `output`: dense + residual + LayerNorm.
+/// Mirrors transformers' [`BertOutput`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertOutput {
     pub dense: Linear,
     pub layer_norm: LayerNorm,
 }
 
+/// Mirrors transformers' [`BertLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertLayer {
     pub attention: BertAttention,
@@ -175,12 +182,14 @@ impl BertLayer {
     }
 }
 
+/// Mirrors transformers' [`BertEncoder`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertEncoder {
     pub layer: Vec<BertLayer>,
 }
 
 /// `pooler`: dense + tanh on the first token.
+/// Mirrors transformers' [`BertPooler`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
 pub struct BertPooler {
     pub dense: Linear,
@@ -196,6 +205,8 @@ pub struct BertOutputs {
 }
 
 /// A BERT encoder (Hugging Face `BertModel`) in inference form.
+/// Mirrors transformers' [`BertModel`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
+/// As ALIGN's text tower: [`AlignTextModel`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/align/modeling_align.py).
 #[derive(Module, Debug)]
 pub struct BertModel {
     pub embeddings: BertEmbeddings,

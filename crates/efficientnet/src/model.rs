@@ -14,6 +14,7 @@ use crate::host;
 use crate::nhwc::HostNet;
 
 /// Stem: `ZeroPad2d(0, 1, 0, 1)` folded into the conv's padding, 3x3 stride-2 conv, BN, act.
+/// Mirrors transformers' [`EfficientNetEmbeddings`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct Embeddings {
     pub convolution: Conv2d,
@@ -22,6 +23,7 @@ pub struct Embeddings {
 }
 
 /// 1x1 expansion conv + BN (+ act).
+/// Mirrors transformers' [`EfficientNetExpansionLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct Expansion {
     pub expand_conv: Conv2d,
@@ -29,6 +31,7 @@ pub struct Expansion {
 }
 
 /// Depthwise kxk conv + BN (+ act).
+/// Mirrors transformers' [`EfficientNetDepthwiseLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct DepthwiseLayer {
     pub depthwise_conv: Conv2d,
@@ -36,6 +39,7 @@ pub struct DepthwiseLayer {
 }
 
 /// Squeeze-excite: mean over H, W -> 1x1 conv -> act -> 1x1 conv -> sigmoid -> scale.
+/// Mirrors transformers' [`EfficientNetSqueezeExciteLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct SqueezeExcite {
     pub reduce: Conv2d,
@@ -43,6 +47,7 @@ pub struct SqueezeExcite {
 }
 
 /// 1x1 projection conv + BN, no activation.
+/// Mirrors transformers' [`EfficientNetFinalBlockLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct Projection {
     pub project_conv: Conv2d,
@@ -50,6 +55,7 @@ pub struct Projection {
 }
 
 /// One MBConv block.
+/// Mirrors transformers' [`EfficientNetBlock`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct Block {
     pub expansion: Option<Expansion>,
@@ -61,6 +67,7 @@ pub struct Block {
 }
 
 /// `encoder.blocks` and, for standalone EfficientNet, `encoder.top_conv` / `encoder.top_bn`.
+/// Mirrors transformers' [`EfficientNetEncoder`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
 #[derive(Module, Debug)]
 pub struct Encoder {
     pub blocks: Vec<Block>,
@@ -70,6 +77,8 @@ pub struct Encoder {
 
 /// An HF EfficientNet (`AlignVisionModel`, `EfficientNetModel`, optionally with the
 /// `EfficientNetForImageClassification` head).
+/// Mirrors transformers' [`EfficientNetModel`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
+/// As ALIGN's vision tower: [`AlignVisionModel`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/align/modeling_align.py).
 #[derive(Module, Debug)]
 pub struct EfficientNet {
     pub embeddings: Embeddings,
