@@ -25,8 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Fetch the test data, build the tests once with every requested backend compiled in, then
-    /// run them on each backend (BURN_DEVICE=flex, ndarray, wgpu). The wgpu pass runs the tests
-    /// whose name starts with `parity` (software Vulkan is slow).
+    /// run them on each backend (BURN_DEVICE=flex, ndarray, wgpu), then the Python suite
+    /// (tests/python, pytest) on the `align` binary. The wgpu pass runs the tests whose name
+    /// starts with `parity` (software Vulkan is slow).
     Test {
         /// Comma-separated backends to test.
         #[arg(long, default_value = "flex,ndarray,wgpu", value_delimiter = ',')]
@@ -177,5 +178,12 @@ fn test(backends: &[String]) -> Result<()> {
         }
         run(&mut cmd).with_context(|| format!("tests on the {device} backend"))?;
     }
-    Ok(())
+    // The Python suite drives the `align` binary that the Rust tests built (against numpy,
+    // pyarrow and clip-retrieval's own readers): `pip install -r tests/python/requirements.txt`.
+    let root = workspace_root();
+    run(Command::new("python3")
+        .current_dir(&root)
+        .args(["-m", "pytest", "-q", "tests/python"])
+        .env("ALIGN_BIN", root.join("target/debug/align")))
+    .context("the Python tests (tests/python) need `pip install -r tests/python/requirements.txt`")
 }

@@ -11,6 +11,7 @@ mod device;
 mod embed;
 mod hub;
 mod images;
+mod index;
 mod npy;
 mod preprocess;
 mod tokenize;
@@ -50,6 +51,9 @@ enum Command {
     EmbedImages(embed::ImagesArgs),
     /// Text embeddings: f32 [N, dim], L2-normalised rows in argument order, to a .npy file.
     EmbedTexts(embed::TextsArgs),
+    /// Embed a whole collection (folders, images, webdataset shards) into a folder in
+    /// clip-retrieval's layout; resumable, incremental, shardable (see `align index --help`).
+    Index(index::Args),
     /// Convert an HF checkpoint into burn's Burnpack format (model.bpk + config and processor
     /// files), verified by loading it back and comparing a forward pass.
     ConvertWeights(convert::Args),
@@ -68,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classify(args) => classify::run(&args, &device::resolve(&choice)?),
         Command::EmbedImages(args) => embed::images(&args, &device::resolve(&choice)?),
         Command::EmbedTexts(args) => embed::texts(&args, &device::resolve(&choice)?),
+        Command::Index(args) => index::run(&args, &device::resolve(&choice)?),
         Command::ConvertWeights(args) => convert::run(&args, &device::resolve(&choice)?),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Tokenize(args) => tokenize::run(&args),
