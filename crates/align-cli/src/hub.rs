@@ -48,6 +48,20 @@ impl ModelArgs {
         Ok(snapshot_dir(id)?)
     }
 
+    /// The model as output files record it: `--model`'s absolute path, or the hub id.
+    pub fn name(&self) -> anyhow::Result<String> {
+        Ok(match &self.model {
+            Some(dir) => std::fs::canonicalize(dir)
+                .map_err(|e| anyhow::anyhow!("--model {}: {e}", dir.display()))?
+                .to_string_lossy()
+                .into_owned(),
+            None => self
+                .model_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MODEL_ID.to_string()),
+        })
+    }
+
     /// The model and its processor on `device`, in the precision of `--dtype`.
     pub fn load(&self, device: &Device) -> anyhow::Result<Align> {
         let align = Align::from_dir(self.resolve()?, device)?;

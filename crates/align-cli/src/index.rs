@@ -2,14 +2,12 @@
 //! output folder in clip-retrieval's layout, resumably and incrementally
 //! ([`align_collection::index`]).
 
-use std::io::{BufRead, IsTerminal};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use align_collection::{EmbDtype, Embedder, IndexOptions, ListOptions, Progress, Shard};
-use align_model::{Align, to_vec};
-use align_processor::RgbImage;
+use align_collection::{EmbDtype, IndexOptions, ListOptions, Progress, Shard};
 use anyhow::{Context, bail};
 
 use crate::hub::ModelArgs;
@@ -77,30 +75,6 @@ enum Dtype {
     F32,
 }
 
-/// [`Align`] as the indexer's model.
-struct Model<'a> {
-    align: &'a Align,
-}
-
-impl Embedder for Model<'_> {
-    fn dim(&self) -> usize {
-        self.align.config.projection_dim
-    }
-
-    fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<f32>, String> {
-        let embeds = self.align.embed_images(images).map_err(|e| e.to_string())?;
-        to_vec(embeds).map_err(|e| e.to_string())
-    }
-
-    fn embed_texts(&self, texts: &[String]) -> Result<Vec<f32>, String> {
-        let embeds = self
-            .align
-            .embed_texts_batched(texts, 32)
-            .map_err(|e| e.to_string())?;
-        to_vec(embeds).map_err(|e| e.to_string())
-    }
-}
-
 pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut inputs = args.inputs.clone();
@@ -111,17 +85,7 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
         bail!("no inputs: give folders, images or .tar shards, or --files-from FILE");
     }
     align_collection::input::check_inputs(&inputs)?;
-    let model_name = match &args.model.model {
-        Some(dir) => std::fs::canonicalize(dir)
-            .with_context(|| format!("--model {}", dir.display()))?
-            .to_string_lossy()
-            .into_owned(),
-        None => args
-            .model
-            .model_id
-            .clone()
-            .unwrap_or_else(|| align_model::hub::DEFAULT_MODEL_ID.to_string()),
-    };
+    let model_name = args.model.name()?;
     let align = args.model.load(device)?;
     align.model.vision_model.prepare();
     let opts = IndexOptions {
@@ -148,8 +112,13 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let loaded = Instant::now();
     let finished = std::sync::atomic::AtomicBool::new(false);
     let summary = std::thread::scope(|scope| {
-        scope.spawn(|| show_progress(&progress, &finished, loaded));
-        let result = align_collection::index(&args.out, &opts, &Model { align: &align }, &progress);
+        scope.spawn(|| crate::progress::show(&progress, &finished, loaded));
+        let result = align_collection::index(
+            &args.out,
+            &opts,
+            &crate::embedder::AlignEmbedder { align: &align },
+            &progress,
+        );
         finished.store(true, Ordering::Relaxed);
         result
     })?;
@@ -206,56 +175,4 @@ fn read_list(path: &PathBuf) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
-}
-
-/// A progress bar on a terminal (done / total, rate, ETA; the total known once the listing
-/// has finished), else a plain line every 10 s.
-fn show_progress(progress: &Progress, finished: &std::sync::atomic::AtomicBool, start: Instant) {
-    let done =
-        || progress.embedded.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed);
-    let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
-        let bar = indicatif::ProgressBar::no_length().with_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} images {per_sec} [{elapsed_precise}] ETA {eta} {msg}",
-            )
-            .expect("a valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    });
-    let mut last_line = Instant::now();
-    while !finished.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        let listed = progress.listing_done.load(Ordering::Relaxed);
-        let total = progress.to_do.load(Ordering::Relaxed);
-        if let Some(bar) = &bar {
-            if listed {
-                bar.set_length(total);
-            }
-            bar.set_position(done());
-            bar.set_message(format!(
-                "({} already present)",
-                progress.present.load(Ordering::Relaxed)
-            ));
-        } else if last_line.elapsed() >= Duration::from_secs(10) {
-            last_line = Instant::now();
-            let total = if listed {
-                total.to_string()
-            } else {
-                format!("{total}+")
-            };
-            let secs = start.elapsed().as_secs_f64();
-            eprintln!(
-                "{}/{total} images, {} failed, {} already present, {:.1} images/s",
-                done(),
-                progress.failed.load(Ordering::Relaxed),
-                progress.present.load(Ordering::Relaxed),
-                progress.embedded.load(Ordering::Relaxed) as f64 / secs.max(1e-9),
-            );
-        }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
 }

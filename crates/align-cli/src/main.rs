@@ -9,11 +9,14 @@ mod classify;
 mod convert;
 mod device;
 mod embed;
+mod embedder;
+mod eval;
 mod hub;
 mod images;
 mod index;
 mod npy;
 mod preprocess;
+mod progress;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -54,6 +57,10 @@ enum Command {
     /// Embed a whole collection (folders, images, webdataset shards) into a folder in
     /// clip-retrieval's layout; resumable, incremental, shardable (see `align index --help`).
     Index(index::Args),
+    /// Benchmarks as CLIP_benchmark runs them: zero-shot classification and image-text
+    /// retrieval on local datasets (see `align eval zero-shot --help`, `align eval retrieval
+    /// --help`).
+    Eval(eval::Args),
     /// Convert an HF checkpoint into burn's Burnpack format (model.bpk + config and processor
     /// files), verified by loading it back and comparing a forward pass.
     ConvertWeights(convert::Args),
@@ -73,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EmbedImages(args) => embed::images(&args, &device::resolve(&choice)?),
         Command::EmbedTexts(args) => embed::texts(&args, &device::resolve(&choice)?),
         Command::Index(args) => index::run(&args, &device::resolve(&choice)?),
+        Command::Eval(args) => eval::run(&args, &device::resolve(&choice)?),
         Command::ConvertWeights(args) => convert::run(&args, &device::resolve(&choice)?),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Tokenize(args) => tokenize::run(&args),

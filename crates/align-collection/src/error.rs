@@ -5,10 +5,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file or folder could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, deliberately not the `source()`: one-line output has no
+        /// repeats.
+        error: std::io::Error,
     },
     /// An input given on the command line does not exist.
     #[error("{}: no such file or directory", path.display())]
@@ -39,5 +41,5 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Maps an `io::Error` to [`Error::Io`] naming `path`.
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
-    move |source| Error::Io { path, source }
+    move |error| Error::Io { path, error }
 }

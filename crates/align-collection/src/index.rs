@@ -20,20 +20,19 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use align_processor::{DecodeOptions, RgbImage, decode_bytes};
+use align_processor::{DecodeOptions, RgbImage};
 use arrow_array::BooleanArray;
-use rayon::prelude::*;
 
 use crate::error::{Error, Result, io};
-use crate::input::{ListOptions, Listed, Sample, check_inputs, list};
+use crate::input::{ListOptions, Listed, check_inputs, list};
 use crate::layout::{
     EmbDtype, Entry, Failure, Layout, Manifest, Settings, read_npy, read_parquet, write_atomic,
     write_json, write_npy, write_parquet,
 };
-use crate::metadata::{MetaRow, flatten_json, to_batch};
+use crate::metadata::{MetaRow, to_batch};
+use crate::pipeline::{self, Item};
 use crate::shard::Shard;
 
 /// The model, as the indexer uses it.
@@ -96,19 +95,6 @@ pub struct Summary {
     pub listing_complete: bool,
 }
 
-/// A listed item on its way to the model.
-enum Work {
-    Sample(Sample),
-    Unreadable { path: String, error: String },
-}
-
-/// A decoded sample.
-struct Decoded {
-    image: RgbImage,
-    caption: Option<String>,
-    json: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
 /// Embeds the samples of `opts.inputs` that `out` does not hold yet (see the module docs).
 pub fn index(
     out: &Path,
@@ -135,17 +121,12 @@ pub fn index(
     let known = writer.known()?;
     let batch_size = opts.batch_size.max(1);
 
-    let (work_tx, work_rx) = sync_channel::<Work>(4 * batch_size + 64);
-    let (done_tx, done_rx) =
-        sync_channel::<Vec<(Work, Option<std::result::Result<Decoded, String>>)>>(1);
-    let (seen, listing_complete) = std::thread::scope(|scope| -> Result<_> {
-        let lister = scope.spawn(|| list_work(opts, &known, progress, work_tx));
-        scope.spawn(|| decode_work(work_rx, done_tx, batch_size, &opts.decode));
-        let embedded = embed_all(done_rx, opts, embedder, progress, &mut writer);
-        let listed = lister.join().expect("the listing thread does not panic");
-        embedded?;
-        Ok(listed)
-    })?;
+    let (seen, listing_complete) = pipeline::run(
+        |emit| list_work(opts, &known, progress, emit),
+        batch_size,
+        &opts.decode,
+        |batch| embed_batch(batch, opts, embedder, progress, &mut writer),
+    )?;
     writer.commit()?;
 
     let removed = writer.drop_stale(&seen, &opts.inputs, listing_complete)?;
@@ -206,7 +187,7 @@ fn lock(layout: &Layout, tag: &str) -> Result<File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, error: e }),
     }
 }
 
@@ -265,25 +246,21 @@ fn list_work(
     opts: &IndexOptions,
     known: &HashMap<String, String>,
     progress: &Progress,
-    tx: SyncSender<Work>,
+    emit: &mut dyn FnMut(Listed) -> bool,
 ) -> (HashSet<String>, bool) {
     let mut seen = HashSet::new();
     let mut complete = true;
     list(&opts.inputs, &opts.list, &mut |item| {
-        let (path, fingerprint, work) = match item {
+        let (path, fingerprint) = match &item {
             Listed::Sample(s) => {
                 if !opts.shard.contains(&s.key) {
                     return true;
                 }
-                (s.image_path.clone(), s.fingerprint.clone(), Work::Sample(s))
+                (s.image_path.clone(), s.fingerprint.clone())
             }
-            Listed::Unreadable { path, error } => {
+            Listed::Unreadable { path, .. } => {
                 complete = false;
-                (
-                    path.clone(),
-                    String::new(),
-                    Work::Unreadable { path, error },
-                )
+                (path.clone(), String::new())
             }
         };
         if !seen.insert(path.clone()) {
@@ -294,167 +271,102 @@ fn list_work(
             return true;
         }
         progress.to_do.fetch_add(1, Ordering::Relaxed);
-        tx.send(work).is_ok()
+        emit(item)
     });
     progress.listing_done.store(true, Ordering::Relaxed);
     (seen, complete)
 }
 
-type DoneBatch = Vec<(Work, Option<std::result::Result<Decoded, String>>)>;
-
-/// The decoding stage: batches of `batch_size` samples, read and decoded in parallel.
-fn decode_work(
-    rx: Receiver<Work>,
-    tx: SyncSender<DoneBatch>,
-    batch_size: usize,
-    decode: &DecodeOptions,
-) {
-    loop {
-        let mut chunk = Vec::new();
-        let mut samples = 0;
-        while samples < batch_size {
-            let Ok(work) = rx.recv() else { break };
-            samples += usize::from(matches!(work, Work::Sample(_)));
-            chunk.push(work);
-        }
-        if chunk.is_empty() {
-            return;
-        }
-        let done: DoneBatch = chunk
-            .into_par_iter()
-            .map(|work| {
-                let decoded = match &work {
-                    Work::Sample(s) => Some(load(s, decode)),
-                    Work::Unreadable { .. } => None,
-                };
-                (work, decoded)
-            })
-            .collect();
-        if tx.send(done).is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads and decodes one sample: the image, its caption (trimmed; empty is none) and JSON.
-fn load(s: &Sample, decode: &DecodeOptions) -> std::result::Result<Decoded, String> {
-    let bytes = s.image.read()?;
-    let image = decode_bytes(&bytes, &s.image_path, decode).map_err(|e| e.to_string())?;
-    let caption = match &s.caption {
-        Some(loc) => {
-            let text = String::from_utf8_lossy(&loc.read()?).trim().to_string();
-            (!text.is_empty()).then_some(text)
-        }
-        None => None,
-    };
-    let json = match &s.json {
-        Some(loc) => {
-            let value: serde_json::Value = serde_json::from_slice(&loc.read()?)
-                .map_err(|e| format!("{}: sidecar JSON: {e}", s.image_path))?;
-            flatten_json(value)
-        }
-        None => Default::default(),
-    };
-    Ok(Decoded {
-        image,
-        caption,
-        json,
-    })
-}
-
-/// The model stage: embeds each decoded batch into the partition being filled.
-fn embed_all(
-    rx: Receiver<DoneBatch>,
+/// The model stage: embeds a decoded batch into the partition being filled.
+fn embed_batch(
+    batch: Vec<Item>,
     opts: &IndexOptions,
     embedder: &dyn Embedder,
     progress: &Progress,
     writer: &mut Writer,
 ) -> Result<()> {
     let dim = embedder.dim();
-    for batch in rx {
-        let mut samples = Vec::new();
-        let mut decoded = Vec::new();
-        for (work, result) in batch {
-            match (work, result) {
-                (Work::Sample(s), Some(Ok(d))) => {
-                    samples.push(s);
-                    decoded.push(d);
-                }
-                (Work::Sample(s), result) => {
-                    let error = result.and_then(|r| r.err());
-                    writer.fail(Failure {
-                        image_path: s.image_path,
-                        key: s.key,
-                        error: error.unwrap_or_default().replace('\n', " "),
-                        fingerprint: s.fingerprint,
-                    });
-                    progress.failed.fetch_add(1, Ordering::Relaxed);
-                    writer.commit_if_full(opts.partition_rows)?;
-                }
-                (Work::Unreadable { path, error }, _) => {
-                    writer.fail(Failure {
-                        key: String::new(),
-                        error: format!("{path}: {error}"),
-                        image_path: path,
-                        fingerprint: String::new(),
-                    });
-                    progress.failed.fetch_add(1, Ordering::Relaxed);
-                    writer.commit_if_full(opts.partition_rows)?;
-                }
+    let mut samples = Vec::new();
+    let mut decoded = Vec::new();
+    for (work, result) in batch {
+        match (work, result) {
+            (Listed::Sample(s), Some(Ok(d))) => {
+                samples.push(s);
+                decoded.push(d);
             }
-        }
-        if !samples.is_empty() {
-            let (images, rest): (Vec<RgbImage>, Vec<_>) = decoded
-                .into_iter()
-                .map(|d| {
-                    let size = (d.image.width as i64, d.image.height as i64);
-                    (d.image, (size, d.caption, d.json))
-                })
-                .unzip();
-            let img = embedder.embed_images(&images).map_err(Error::Model)?;
-            check_rows(&img, images.len(), dim)?;
-            drop(images);
-            let text = if opts.text {
-                embed_captions(embedder, rest.iter().map(|(_, c, _)| c.as_deref()), dim)?
-            } else {
-                Vec::new()
-            };
-            for (i, (s, ((width, height), caption, json))) in
-                samples.into_iter().zip(rest).enumerate()
-            {
-                let rows = i * dim..(i + 1) * dim;
-                let text_row = text.get(rows.clone()).unwrap_or_default();
-                let similarity = caption.as_ref().filter(|_| opts.text).map(|_| {
-                    img[rows.clone()]
-                        .iter()
-                        .zip(text_row)
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>()
+            (Listed::Sample(s), result) => {
+                let error = result.and_then(|r| r.err());
+                writer.fail(Failure {
+                    image_path: s.image_path,
+                    key: s.key,
+                    error: error.unwrap_or_default().replace('\n', " "),
+                    fingerprint: s.fingerprint,
                 });
-                writer.add(
-                    Entry {
-                        image_path: s.image_path.clone(),
-                        fingerprint: s.fingerprint,
-                    },
-                    MetaRow {
-                        image_path: s.image_path,
-                        key: s.key,
-                        caption,
-                        similarity,
-                        width,
-                        height,
-                        json,
-                    },
-                    &img[rows],
-                    text_row,
-                );
-                progress.embedded.fetch_add(1, Ordering::Relaxed);
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+                writer.commit_if_full(opts.partition_rows)?;
+            }
+            (Listed::Unreadable { path, error }, _) => {
+                writer.fail(Failure {
+                    key: String::new(),
+                    error: format!("{path}: {error}"),
+                    image_path: path,
+                    fingerprint: String::new(),
+                });
+                progress.failed.fetch_add(1, Ordering::Relaxed);
                 writer.commit_if_full(opts.partition_rows)?;
             }
         }
-        if writer.since_commit() >= opts.checkpoint_every {
-            writer.commit()?;
+    }
+    if !samples.is_empty() {
+        let (images, rest): (Vec<RgbImage>, Vec<_>) = decoded
+            .into_iter()
+            .map(|d| {
+                let size = (d.image.width as i64, d.image.height as i64);
+                (d.image, (size, d.caption, d.json))
+            })
+            .unzip();
+        let img = embedder.embed_images(&images).map_err(Error::Model)?;
+        check_rows(&img, images.len(), dim)?;
+        drop(images);
+        let text = if opts.text {
+            embed_captions(embedder, rest.iter().map(|(_, c, _)| c.as_deref()), dim)?
+        } else {
+            Vec::new()
+        };
+        for (i, (s, ((width, height), caption, json))) in samples.into_iter().zip(rest).enumerate()
+        {
+            let rows = i * dim..(i + 1) * dim;
+            let text_row = text.get(rows.clone()).unwrap_or_default();
+            let similarity = caption.as_ref().filter(|_| opts.text).map(|_| {
+                img[rows.clone()]
+                    .iter()
+                    .zip(text_row)
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+            });
+            writer.add(
+                Entry {
+                    image_path: s.image_path.clone(),
+                    fingerprint: s.fingerprint,
+                },
+                MetaRow {
+                    image_path: s.image_path,
+                    key: s.key,
+                    caption,
+                    similarity,
+                    width,
+                    height,
+                    json,
+                },
+                &img[rows],
+                text_row,
+            );
+            progress.embedded.fetch_add(1, Ordering::Relaxed);
+            writer.commit_if_full(opts.partition_rows)?;
         }
+    }
+    if writer.since_commit() >= opts.checkpoint_every {
+        writer.commit()?;
     }
     Ok(())
 }
@@ -763,7 +675,7 @@ impl<'a> Writer<'a> {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Io { path, source: e }),
+                Err(e) => return Err(Error::Io { path, error: e }),
             }
         }
         Ok(())

@@ -58,6 +58,8 @@ pub struct Sample {
     pub image: Location,
     pub caption: Option<Location>,
     pub json: Option<Location>,
+    /// A webdataset shard's `cls` member (a class index, as CLIP_benchmark's shards hold).
+    pub cls: Option<Location>,
     /// Sizes and modification times of the files the sample comes from: a sample whose
     /// fingerprint is unchanged is not embedded again.
     pub fingerprint: String,
@@ -160,6 +162,7 @@ fn file_sample(
         image: Location::File(path.to_path_buf()),
         caption: caption.map(|(p, _)| Location::File(p)),
         json: json.map(|(p, _)| Location::File(p)),
+        cls: None,
         fingerprint,
     }
 }
@@ -275,12 +278,14 @@ fn list_tar(path: &Path, meta: &std::fs::Metadata, emit: &mut dyn FnMut(Listed) 
         };
         let caption = find(&|e| e.eq_ignore_ascii_case("txt")).map(|(_, l)| l);
         let json = find(&|e| e.eq_ignore_ascii_case("json")).map(|(_, l)| l);
+        let cls = find(&|e| e.eq_ignore_ascii_case("cls")).map(|(_, l)| l);
         emit(Listed::Sample(Sample {
             image_path: format!("{tar_name}/{key}.{ext}"),
             key,
             image,
             caption,
             json,
+            cls,
             fingerprint: fingerprint.clone(),
         }))
     };

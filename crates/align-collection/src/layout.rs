@@ -161,7 +161,7 @@ impl Layout {
                     message: format!("not an align.json written by `align index`: {e}"),
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io { path, source: e }),
+            Err(e) => Err(Error::Io { path, error: e }),
         }
     }
 
@@ -189,7 +189,7 @@ pub fn write_atomic(
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| Error::Io {
             path: tmp.clone(),
-            source: e.into_error(),
+            error: e.into_error(),
         })?;
         file.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io(path))
@@ -211,7 +211,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, |w| {
         serde_json::to_writer(&mut *w, value).map_err(|e| Error::Io {
             path: path.to_path_buf(),
-            source: e.into(),
+            error: e.into(),
         })?;
         w.write_all(b"\n").map_err(io(path))
     })

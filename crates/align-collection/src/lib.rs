@@ -12,6 +12,7 @@ pub mod index;
 pub mod input;
 pub mod layout;
 pub mod metadata;
+pub mod pipeline;
 pub mod shard;
 
 pub use error::{Error, Result};

@@ -1,0 +1,221 @@
+//! `align eval zero-shot` / `align eval retrieval`: CLIP_benchmark's zero-shot classification
+//! and image-text retrieval tasks ([`align_eval`]), one JSON object on stdout.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use align_collection::{Embedder, Progress};
+use align_eval::{Classification, EvalOptions, Failure, prompts};
+use anyhow::bail;
+use serde_json::{Map, Value, json};
+
+use crate::embedder::AlignEmbedder;
+use crate::hub::ModelArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Task {
+    /// Zero-shot classification: an ImageFolder directory (one sub-folder per class, numbered in
+    /// sorted order as torchvision does) or webdataset shards with a `cls` field; prints
+    /// {"dataset","task","model","n","acc1","acc5","mean_per_class_recall","failed"}.
+    ZeroShot(ZeroShotArgs),
+    /// Image-text retrieval: images with captions (NAME.txt beside each image, or a shard's
+    /// txt; one caption per line), or an `align index --text` output; prints the
+    /// image_retrieval_recall@k and text_retrieval_recall@k of CLIP_benchmark.
+    Retrieval(RetrievalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ZeroShotArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The dataset: an ImageFolder directory, a directory of webdataset shards (directly or
+    /// under test/, with classnames.txt), or .tar files.
+    #[arg(long, required = true, num_args = 1..)]
+    dataset: Vec<PathBuf>,
+    /// Class names, one per line in class order [default: the folder names with `_` as
+    /// spaces; for shards, classnames.txt beside them].
+    #[arg(long, value_name = "FILE")]
+    classnames: Option<PathBuf>,
+    /// Prompt templates: `imagenet` (CLIP's 80 ImageNet prompts), `simple` ("a photo of a
+    /// {c}."), or a file with one template per line, each with {c} for the class name.
+    #[arg(long, default_value = "imagenet", value_name = "NAME|FILE")]
+    templates: String,
+    /// Write per-image predictions here (parquet: image_path, label, top_ids, top_scores).
+    #[arg(long, value_name = "FILE.parquet")]
+    predictions: Option<PathBuf>,
+    /// Write the classifier (one L2-normalised row per class) here, as an f32 .npy file.
+    #[arg(long, value_name = "FILE.npy")]
+    save_classifier: Option<PathBuf>,
+    /// Images per forward pass [default: 8; 1 on ndarray].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RetrievalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folders of images with NAME.txt captions, or webdataset shards with txt.
+    #[arg(long, num_args = 1.., required_unless_present = "from_index", conflicts_with = "from_index")]
+    dataset: Vec<PathBuf>,
+    /// Use the embeddings of an `align index --text` output instead (each image with its
+    /// caption; nothing is embedded).
+    #[arg(long, value_name = "OUT")]
+    from_index: Option<PathBuf>,
+    /// The k of recall@k.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10", value_parser = clap::value_parser!(u32).range(1..))]
+    recall_k: Vec<u32>,
+    /// Images per forward pass [default: 8; 1 on ndarray].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
+}
+
+pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    match &args.task {
+        Task::ZeroShot(a) => zero_shot(a, device),
+        Task::Retrieval(a) => retrieval(a, device),
+    }
+}
+
+fn options(
+    batch_size: Option<u32>,
+    align: &align_model::Align,
+    device: &burn::tensor::Device,
+) -> EvalOptions {
+    EvalOptions {
+        batch_size: batch_size.unwrap_or_else(|| crate::device::default_image_batch(device))
+            as usize,
+        decode: *align.images.decode_options(),
+    }
+}
+
+/// Runs `f` with a progress display on stderr.
+fn with_progress<T>(f: impl FnOnce(&Progress) -> T) -> T {
+    let progress = Progress::default();
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| crate::progress::show(&progress, &finished, Instant::now()));
+        let result = f(&progress);
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
+}
+
+fn report_failures(failures: &[Failure]) {
+    for f in failures {
+        eprintln!("align: skipped {}", f.error);
+    }
+}
+
+fn zero_shot(args: &ZeroShotArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let dataset = Classification::open(&args.dataset)?;
+    let classnames = dataset.classnames(args.classnames.as_deref())?;
+    let templates = prompts::templates(&args.templates)?;
+    let model = args.model.name()?;
+    let align = args.model.load(device)?;
+    align.model.vision_model.prepare();
+    let embedder = AlignEmbedder { align: &align };
+    let opts = options(args.batch_size, &align, device);
+    let (report, classifier, predictions) = with_progress(|progress| {
+        align_eval::zero_shot(
+            &dataset,
+            &classnames,
+            &templates,
+            &embedder,
+            &opts,
+            progress,
+        )
+    })?;
+    report_failures(&report.failures);
+    for &c in &report.empty_classes {
+        let name = match &dataset {
+            Classification::ImageFolder { root, classes } => {
+                root.join(&classes[c]).display().to_string()
+            }
+            Classification::Shards { .. } => classnames[c].clone(),
+        };
+        eprintln!(
+            "align: class {c} ({name}) has no readable image; it stays a class the classifier can predict"
+        );
+    }
+    if report.n == 0 {
+        bail!("{}: no readable images", args.dataset[0].display());
+    }
+    if let Some(path) = &args.save_classifier {
+        align_eval::write_classifier(path, &classifier, embedder.dim())?;
+    }
+    if let Some(path) = &args.predictions {
+        align_eval::write_predictions(path, &predictions)?;
+    }
+    println!(
+        "{}",
+        json!({
+            "dataset": args.dataset[0].to_string_lossy(),
+            "task": "zeroshot_classification",
+            "model": model,
+            "n": report.n,
+            "acc1": report.acc1,
+            "acc5": report.acc5,
+            "mean_per_class_recall": report.mean_per_class_recall,
+            "failed": report.failures.len(),
+        })
+    );
+    Ok(())
+}
+
+fn retrieval(args: &RetrievalArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let ks: Vec<usize> = args.recall_k.iter().map(|&k| k as usize).collect();
+    let (report, model, dataset) = match &args.from_index {
+        Some(out) => {
+            let settings = align_collection::Layout::new(out).read_settings()?;
+            let model = settings.map(|s| s.model).unwrap_or_default();
+            (
+                align_eval::retrieval_from_index(out, &ks)?,
+                model,
+                out.clone(),
+            )
+        }
+        None => {
+            let model = args.model.name()?;
+            let align = args.model.load(device)?;
+            align.model.vision_model.prepare();
+            let embedder = AlignEmbedder { align: &align };
+            let opts = options(args.batch_size, &align, device);
+            let report = with_progress(|progress| {
+                align_eval::retrieval(&args.dataset, &ks, &embedder, &opts, progress)
+            })?;
+            (report, model, args.dataset[0].clone())
+        }
+    };
+    report_failures(&report.failures);
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "align: skipped {} images without a caption",
+            report.skipped.len()
+        );
+    }
+    if report.n_images == 0 {
+        bail!("{}: no readable images with captions", dataset.display());
+    }
+    let mut out = Map::new();
+    out.insert("dataset".into(), json!(dataset.to_string_lossy()));
+    out.insert("task".into(), json!("zeroshot_retrieval"));
+    out.insert("model".into(), json!(model));
+    out.insert("n_images".into(), json!(report.n_images));
+    out.insert("n_texts".into(), json!(report.n_texts));
+    for (k, image, text) in &report.recalls {
+        out.insert(format!("image_retrieval_recall@{k}"), json!(image));
+        out.insert(format!("text_retrieval_recall@{k}"), json!(text));
+    }
+    out.insert("failed".into(), json!(report.failures.len()));
+    out.insert("skipped".into(), json!(report.skipped.len()));
+    println!("{}", Value::Object(out));
+    Ok(())
+}

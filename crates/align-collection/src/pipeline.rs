@@ -1,0 +1,110 @@
+//! Listing, reading and decoding overlapped with the model: the stages of every pass over a
+//! collection, joined by bounded channels so that memory does not grow with the collection.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use align_processor::{DecodeOptions, RgbImage, decode_bytes};
+use rayon::prelude::*;
+
+use crate::input::{Listed, Sample};
+use crate::metadata::flatten_json;
+
+/// A sample read and decoded.
+#[derive(Debug)]
+pub struct Decoded {
+    pub image: RgbImage,
+    /// The caption file's text, trimmed (none when absent or empty).
+    pub caption: Option<String>,
+    /// The sample's JSON, flattened (see [`flatten_json`]).
+    pub json: BTreeMap<String, serde_json::Value>,
+    /// The webdataset `cls` member's text, trimmed.
+    pub cls: Option<String>,
+}
+
+/// One listed item with, for a sample, what reading and decoding it gave (an error is one
+/// line naming the file).
+pub type Item = (Listed, Option<Result<Decoded, String>>);
+
+/// Runs `list` on a listing thread (it calls its argument with each item, in order, and stops
+/// when that returns false), reads and decodes the samples on a second thread `batch_size` at a
+/// time (a batch's images in parallel on rayon's pool), and calls `f` on the calling thread with
+/// each batch in listing order while the next one is decoded. Returns what `list` returned, or
+/// the first error of `f` (the other stages then stop).
+pub fn run<R: Send, E>(
+    list: impl FnOnce(&mut dyn FnMut(Listed) -> bool) -> R + Send,
+    batch_size: usize,
+    decode: &DecodeOptions,
+    mut f: impl FnMut(Vec<Item>) -> Result<(), E>,
+) -> Result<R, E> {
+    let batch_size = batch_size.max(1);
+    let (listed_tx, listed_rx) = sync_channel::<Listed>(4 * batch_size + 64);
+    let (done_tx, done_rx) = sync_channel::<Vec<Item>>(1);
+    std::thread::scope(|scope| {
+        let lister = scope.spawn(move || list(&mut |item| listed_tx.send(item).is_ok()));
+        scope.spawn(move || decode_batches(listed_rx, done_tx, batch_size, decode));
+        // On an error, dropping `done_rx` stops the decoder, whose end stops the lister.
+        let result = done_rx.into_iter().try_for_each(&mut f);
+        let listed = lister.join().expect("the listing thread does not panic");
+        result.map(|()| listed)
+    })
+}
+
+fn decode_batches(
+    rx: Receiver<Listed>,
+    tx: SyncSender<Vec<Item>>,
+    batch_size: usize,
+    decode: &DecodeOptions,
+) {
+    loop {
+        let mut chunk = Vec::new();
+        let mut samples = 0;
+        while samples < batch_size {
+            let Ok(item) = rx.recv() else { break };
+            samples += usize::from(matches!(item, Listed::Sample(_)));
+            chunk.push(item);
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        let done: Vec<Item> = chunk
+            .into_par_iter()
+            .map(|item| {
+                let decoded = match &item {
+                    Listed::Sample(s) => Some(load(s, decode)),
+                    Listed::Unreadable { .. } => None,
+                };
+                (item, decoded)
+            })
+            .collect();
+        if tx.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads and decodes one sample: the image, its caption and `cls` (trimmed; empty is none)
+/// and its JSON.
+pub fn load(s: &Sample, decode: &DecodeOptions) -> Result<Decoded, String> {
+    let bytes = s.image.read()?;
+    let image = decode_bytes(&bytes, &s.image_path, decode).map_err(|e| e.to_string())?;
+    let text = |loc: &Option<crate::input::Location>| -> Result<Option<String>, String> {
+        let Some(loc) = loc else { return Ok(None) };
+        let text = String::from_utf8_lossy(&loc.read()?).trim().to_string();
+        Ok((!text.is_empty()).then_some(text))
+    };
+    let json = match &s.json {
+        Some(loc) => {
+            let value: serde_json::Value = serde_json::from_slice(&loc.read()?)
+                .map_err(|e| format!("{}: sidecar JSON: {e}", s.image_path))?;
+            flatten_json(value)
+        }
+        None => Default::default(),
+    };
+    Ok(Decoded {
+        image,
+        caption: text(&s.caption)?,
+        json,
+        cls: text(&s.cls)?,
+    })
+}
