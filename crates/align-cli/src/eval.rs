@@ -148,6 +148,15 @@ fn zero_shot(args: &ZeroShotArgs, device: &burn::tensor::Device) -> anyhow::Resu
     if report.n == 0 {
         bail!("{}: no readable images", args.dataset[0].display());
     }
+    eprintln!(
+        "classifier: {} classes x {} templates in {:.2} s; {} images in {:.2} s ({:.2} images/s)",
+        classnames.len(),
+        templates.len(),
+        report.classifier_seconds,
+        report.n,
+        report.images_seconds,
+        report.n as f64 / report.images_seconds.max(1e-9),
+    );
     if let Some(path) = &args.save_classifier {
         align_eval::write_classifier(path, &classifier, embedder.dim())?;
     }

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use align_processor::{DecodeOptions, RgbImage};
@@ -32,18 +32,8 @@ use crate::layout::{
     write_json, write_npy, write_parquet,
 };
 use crate::metadata::{MetaRow, to_batch};
-use crate::pipeline::{self, Item};
+use crate::pipeline::{self, Embedder, Item, Progress};
 use crate::shard::Shard;
-
-/// The model, as the indexer uses it.
-pub trait Embedder {
-    /// Embedding width.
-    fn dim(&self) -> usize;
-    /// L2-normalised embeddings of `images`, row-major `[images.len(), dim]`.
-    fn embed_images(&self, images: &[RgbImage]) -> std::result::Result<Vec<f32>, String>;
-    /// L2-normalised embeddings of `texts`, row-major `[texts.len(), dim]`.
-    fn embed_texts(&self, texts: &[String]) -> std::result::Result<Vec<f32>, String>;
-}
 
 /// What to index and how.
 #[derive(Debug, Clone)]
@@ -64,21 +54,6 @@ pub struct IndexOptions {
     /// Most rows (and failures) in one partition.
     pub partition_rows: usize,
     pub decode: DecodeOptions,
-}
-
-/// Counters a progress display can poll while [`index`] runs.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Samples of this shard to embed found so far.
-    pub to_do: AtomicU64,
-    /// Whether the listing has finished (`to_do` is then the total).
-    pub listing_done: AtomicBool,
-    /// Samples already in OUT with the same fingerprint (embedded or failed before).
-    pub present: AtomicU64,
-    /// Samples embedded by this run.
-    pub embedded: AtomicU64,
-    /// Samples (and folders or archives) that could not be read or decoded in this run.
-    pub failed: AtomicU64,
 }
 
 /// What a run did.

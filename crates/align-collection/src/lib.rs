@@ -5,7 +5,8 @@
 //! - [`layout`]: the output folder in clip-retrieval's layout (`img_emb/*.npy`,
 //!   `text_emb/*.npy`, `metadata/*.parquet`), plus failures and per-partition manifests;
 //! - [`index()`]: the resumable, incremental, shardable pipeline (listing, decoding and
-//!   embedding overlapped through bounded channels), model-agnostic through [`Embedder`].
+//!   embedding overlapped through bounded channels), model-agnostic through [`Embedder`];
+//! - [`pipeline`]: the stages every pass over a collection shares (`align eval` too).
 
 mod error;
 pub mod index;
@@ -16,7 +17,8 @@ pub mod pipeline;
 pub mod shard;
 
 pub use error::{Error, Result};
-pub use index::{Embedder, IndexOptions, Progress, Summary, index};
+pub use index::{IndexOptions, Summary, index};
 pub use input::{ListOptions, Listed, Location, Sample};
 pub use layout::{EmbDtype, Layout, Settings};
+pub use pipeline::{Embedder, Progress};
 pub use shard::Shard;

@@ -2,6 +2,7 @@
 //! collection, joined by bounded channels so that memory does not grow with the collection.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use align_processor::{DecodeOptions, RgbImage, decode_bytes};
@@ -9,6 +10,32 @@ use rayon::prelude::*;
 
 use crate::input::{Listed, Sample};
 use crate::metadata::flatten_json;
+
+/// The model, as a pass over a collection uses it.
+pub trait Embedder {
+    /// Embedding width.
+    fn dim(&self) -> usize;
+    /// L2-normalised embeddings of `images`, row-major `[images.len(), dim]`.
+    fn embed_images(&self, images: &[RgbImage]) -> std::result::Result<Vec<f32>, String>;
+    /// L2-normalised embeddings of `texts`, row-major `[texts.len(), dim]`.
+    fn embed_texts(&self, texts: &[String]) -> std::result::Result<Vec<f32>, String>;
+}
+
+/// Counters a progress display can poll during a pass over a collection.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Samples to embed found so far.
+    pub to_do: AtomicU64,
+    /// Whether the listing has finished (`to_do` is then the total).
+    pub listing_done: AtomicBool,
+    /// Samples already done by an earlier run (`align index`: in OUT with the same
+    /// fingerprint, embedded or failed).
+    pub present: AtomicU64,
+    /// Samples embedded so far.
+    pub embedded: AtomicU64,
+    /// Samples (and folders or archives) that could not be read or decoded so far.
+    pub failed: AtomicU64,
+}
 
 /// A sample read and decoded.
 #[derive(Debug)]

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use align_collection::input::{ListOptions, Listed, list};
 use align_collection::layout::{
@@ -55,6 +56,9 @@ pub struct ZeroShotReport {
     /// count in no recall.
     pub empty_classes: Vec<usize>,
     pub failures: Vec<Failure>,
+    /// Seconds spent building the classifier (embedding every prompt) and on the images.
+    pub classifier_seconds: f64,
+    pub images_seconds: f64,
 }
 
 /// Per-image predictions (`--predictions`).
@@ -95,7 +99,10 @@ pub fn zero_shot(
 ) -> Result<(ZeroShotReport, Vec<f32>, Predictions)> {
     let classes = classnames.len();
     let dim = embedder.dim();
+    let start = Instant::now();
     let classifier = prompts::classifier(embedder, classnames, templates)?;
+    let classifier_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
     let folder_class: HashMap<PathBuf, usize> = match dataset {
         Classification::ImageFolder { root, classes } => classes
             .iter()
@@ -180,6 +187,8 @@ pub fn zero_shot(
         mean_per_class_recall: metrics::mean_per_class_recall(&preds.label, &argmax, classes),
         empty_classes: (0..classes).filter(|c| !preds.label.contains(c)).collect(),
         failures,
+        classifier_seconds,
+        images_seconds: start.elapsed().as_secs_f64(),
     };
     Ok((report, classifier, preds))
 }
