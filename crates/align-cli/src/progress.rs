@@ -1,7 +1,7 @@
 //! Progress of a pass over a collection on stderr, from [`align_collection::Progress`].
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use align_collection::Progress;
@@ -9,13 +9,12 @@ use align_collection::Progress;
 /// A progress bar on a terminal (done / total, rate, ETA; the total known once the listing
 /// has finished), else a plain line every 10 s.
 pub fn show(progress: &Progress, finished: &AtomicBool, start: Instant) {
-    let done =
-        || progress.embedded.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed);
-    let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let done = || load(&progress.embedded) + load(&progress.failed);
+    let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::no_length().with_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} images {per_sec} [{elapsed_precise}] ETA {eta} {msg}",
+                "{spinner} {pos}/{len} images [{elapsed_precise}] ETA {eta} {msg}",
             )
             .expect("a valid template"),
         );
@@ -25,32 +24,29 @@ pub fn show(progress: &Progress, finished: &AtomicBool, start: Instant) {
     let mut last_line = Instant::now();
     while !finished.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
-        let listed = progress.listing_done.load(Ordering::Relaxed);
-        let total = progress.to_do.load(Ordering::Relaxed);
+        let counted = progress.total_known.load(Ordering::Relaxed);
+        // Until the count is over, the total shown is what has been counted so far.
+        let total = match counted {
+            true => load(&progress.total).to_string(),
+            false => format!("{}+", load(&progress.total)),
+        };
+        let rate = load(&progress.embedded) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let status = format!(
+            "{rate:.1} images/s, {} failed, {} already present",
+            load(&progress.failed),
+            load(&progress.present)
+        );
         if let Some(bar) = &bar {
-            if listed {
-                bar.set_length(total);
-            }
+            bar.set_length(load(&progress.total).max(done()));
             bar.set_position(done());
-            bar.set_message(format!(
-                "({} already present)",
-                progress.present.load(Ordering::Relaxed)
-            ));
+            bar.set_message(if counted {
+                status
+            } else {
+                format!("(counting) {status}")
+            });
         } else if last_line.elapsed() >= Duration::from_secs(10) {
             last_line = Instant::now();
-            let total = if listed {
-                total.to_string()
-            } else {
-                format!("{total}+")
-            };
-            let secs = start.elapsed().as_secs_f64();
-            eprintln!(
-                "{}/{total} images, {} failed, {} already present, {:.1} images/s",
-                done(),
-                progress.failed.load(Ordering::Relaxed),
-                progress.present.load(Ordering::Relaxed),
-                progress.embedded.load(Ordering::Relaxed) as f64 / secs.max(1e-9),
-            );
+            eprintln!("{}/{total} images, {status}", done());
         }
     }
     if let Some(bar) = bar {

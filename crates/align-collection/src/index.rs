@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use align_processor::{DecodeOptions, RgbImage};
@@ -98,6 +98,7 @@ pub fn index(
 
     let (seen, listing_complete) = pipeline::run(
         |emit| list_work(opts, &known, progress, emit),
+        |over| count_work(opts, &known, progress, over),
         batch_size,
         &opts.decode,
         |batch| embed_batch(batch, opts, embedder, progress, &mut writer),
@@ -215,7 +216,51 @@ fn remove_leftovers(layout: &Layout, tag: &str) -> Result<()> {
     Ok(())
 }
 
-/// The listing stage: sends the samples to embed; returns the paths of every sample and
+/// What a listed item is to this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Another shard's sample, or one listed already.
+    Skip,
+    /// In OUT with the same fingerprint.
+    Present,
+    /// To embed (or to record as unreadable).
+    ToDo,
+}
+
+/// Sorts listed items into [`Verdict`]s.
+struct Triage<'a> {
+    shard: Shard,
+    known: &'a HashMap<String, String>,
+    /// Paths of the samples and unreadable folders of this shard listed so far.
+    seen: HashSet<String>,
+}
+
+impl<'a> Triage<'a> {
+    fn new(shard: Shard, known: &'a HashMap<String, String>) -> Self {
+        Self {
+            shard,
+            known,
+            seen: HashSet::new(),
+        }
+    }
+
+    fn verdict(&mut self, item: &Listed) -> Verdict {
+        let (path, fingerprint) = match item {
+            Listed::Sample(s) if !self.shard.contains(&s.key) => return Verdict::Skip,
+            Listed::Sample(s) => (&s.image_path, s.fingerprint.as_str()),
+            Listed::Unreadable { path, .. } => (path, ""),
+        };
+        if !self.seen.insert(path.clone()) {
+            Verdict::Skip
+        } else if self.known.get(path).map(String::as_str) == Some(fingerprint) {
+            Verdict::Present
+        } else {
+            Verdict::ToDo
+        }
+    }
+}
+
+/// The listing stage: passes on the samples to embed; returns the paths of every sample and
 /// unreadable folder of this shard seen, and whether the listing was complete.
 fn list_work(
     opts: &IndexOptions,
@@ -223,33 +268,37 @@ fn list_work(
     progress: &Progress,
     emit: &mut dyn FnMut(Listed) -> bool,
 ) -> (HashSet<String>, bool) {
-    let mut seen = HashSet::new();
+    let mut triage = Triage::new(opts.shard, known);
     let mut complete = true;
     list(&opts.inputs, &opts.list, &mut |item| {
-        let (path, fingerprint) = match &item {
-            Listed::Sample(s) => {
-                if !opts.shard.contains(&s.key) {
-                    return true;
-                }
-                (s.image_path.clone(), s.fingerprint.clone())
+        complete &= !matches!(item, Listed::Unreadable { .. });
+        match triage.verdict(&item) {
+            Verdict::Skip => true,
+            Verdict::Present => {
+                progress.present.fetch_add(1, Ordering::Relaxed);
+                true
             }
-            Listed::Unreadable { path, .. } => {
-                complete = false;
-                (path.clone(), String::new())
-            }
-        };
-        if !seen.insert(path.clone()) {
-            return true;
+            Verdict::ToDo => emit(item),
         }
-        if known.get(&path) == Some(&fingerprint) {
-            progress.present.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        progress.to_do.fetch_add(1, Ordering::Relaxed);
-        emit(item)
     });
-    progress.listing_done.store(true, Ordering::Relaxed);
-    (seen, complete)
+    (triage.seen, complete)
+}
+
+/// Counts the samples to embed into `progress.total`, by a listing of its own.
+fn count_work(
+    opts: &IndexOptions,
+    known: &HashMap<String, String>,
+    progress: &Progress,
+    over: &AtomicBool,
+) {
+    let mut triage = Triage::new(opts.shard, known);
+    list(&opts.inputs, &opts.list, &mut |item| {
+        if triage.verdict(&item) == Verdict::ToDo {
+            progress.total.fetch_add(1, Ordering::Relaxed);
+        }
+        !over.load(Ordering::Relaxed)
+    });
+    progress.total_known.store(true, Ordering::Relaxed);
 }
 
 /// The model stage: embeds a decoded batch into the partition being filled.

@@ -24,10 +24,10 @@ pub trait Embedder {
 /// Counters a progress display can poll during a pass over a collection.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Samples to embed found so far.
-    pub to_do: AtomicU64,
-    /// Whether the listing has finished (`to_do` is then the total).
-    pub listing_done: AtomicBool,
+    /// Samples to embed counted so far (by a listing of their own, ahead of the pipeline's).
+    pub total: AtomicU64,
+    /// Whether that count has finished (`total` is then the total).
+    pub total_known: AtomicBool,
     /// Samples already done by an earlier run (`align index`: in OUT with the same
     /// fingerprint, embedded or failed).
     pub present: AtomicU64,
@@ -58,8 +58,13 @@ pub type Item = (Listed, Option<Result<Decoded, String>>);
 /// time (a batch's images in parallel on rayon's pool), and calls `f` on the calling thread with
 /// each batch in listing order while the next one is decoded. Returns what `list` returned, or
 /// the first error of `f` (the other stages then stop).
+///
+/// `count` runs on a thread of its own, meant to count the work into [`Progress::total`]: the
+/// pipeline's own listing is held back by its bounded channel, so only a listing of its own
+/// knows the total early. It should return soon once its argument turns true (the pass is over).
 pub fn run<R: Send, E>(
     list: impl FnOnce(&mut dyn FnMut(Listed) -> bool) -> R + Send,
+    count: impl FnOnce(&AtomicBool) + Send,
     batch_size: usize,
     decode: &DecodeOptions,
     mut f: impl FnMut(Vec<Item>) -> Result<(), E>,
@@ -67,11 +72,14 @@ pub fn run<R: Send, E>(
     let batch_size = batch_size.max(1);
     let (listed_tx, listed_rx) = sync_channel::<Listed>(4 * batch_size + 64);
     let (done_tx, done_rx) = sync_channel::<Vec<Item>>(1);
+    let over = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        scope.spawn(|| count(&over));
         let lister = scope.spawn(move || list(&mut |item| listed_tx.send(item).is_ok()));
         scope.spawn(move || decode_batches(listed_rx, done_tx, batch_size, decode));
         // On an error, dropping `done_rx` stops the decoder, whose end stops the lister.
         let result = done_rx.into_iter().try_for_each(&mut f);
+        over.store(true, std::sync::atomic::Ordering::Relaxed);
         let listed = lister.join().expect("the listing thread does not panic");
         result.map(|()| listed)
     })

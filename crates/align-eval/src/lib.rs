@@ -11,7 +11,7 @@ pub mod prompts;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use align_collection::input::{ListOptions, Listed, list};
@@ -120,8 +120,13 @@ pub fn zero_shot(
         progress.failed.fetch_add(1, Ordering::Relaxed);
         failures.push(Failure { path, error });
     };
+    // Hidden files included, as torchvision takes them.
+    let listing = ListOptions {
+        include_hidden: true,
+    };
     pipeline::run(
-        |emit| list_counted(&inputs, progress, emit),
+        |emit| list(&inputs, &listing, emit),
+        |over| count(&inputs, &listing, progress, over),
         opts.batch_size,
         &opts.decode,
         |batch| -> Result<()> {
@@ -205,16 +210,13 @@ fn shard_label(cls: Option<&str>, classes: usize) -> std::result::Result<usize, 
     Ok(label)
 }
 
-/// Lists `inputs` (hidden files included, as torchvision does), counting what is to do.
-fn list_counted(inputs: &[PathBuf], progress: &Progress, emit: &mut dyn FnMut(Listed) -> bool) {
-    let opts = ListOptions {
-        include_hidden: true,
-    };
-    list(inputs, &opts, &mut |item| {
-        progress.to_do.fetch_add(1, Ordering::Relaxed);
-        emit(item)
+/// Counts the items of `inputs` into `progress.total`, by a listing of its own.
+fn count(inputs: &[PathBuf], opts: &ListOptions, progress: &Progress, over: &AtomicBool) {
+    list(inputs, opts, &mut |_| {
+        progress.total.fetch_add(1, Ordering::Relaxed);
+        !over.load(Ordering::Relaxed)
     });
-    progress.listing_done.store(true, Ordering::Relaxed);
+    progress.total_known.store(true, Ordering::Relaxed);
 }
 
 /// Writes the per-image predictions as parquet: `image_path`, `label`, `top_ids`
@@ -367,13 +369,8 @@ pub fn retrieval(
     let (mut skipped, mut failures) = (Vec::new(), Vec::new());
     let listing = ListOptions::default();
     pipeline::run(
-        |emit| {
-            list(inputs, &listing, &mut |item| {
-                progress.to_do.fetch_add(1, Ordering::Relaxed);
-                emit(item)
-            });
-            progress.listing_done.store(true, Ordering::Relaxed);
-        },
+        |emit| list(inputs, &listing, emit),
+        |over| count(inputs, &listing, progress, over),
         opts.batch_size,
         &opts.decode,
         |batch| -> Result<()> {
