@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import shutil
 import subprocess
 import tarfile
 import time
@@ -265,11 +264,16 @@ def test_incremental_update_after_add_change_delete(tmp_path):
     assert set(read_out(out)) == set(current) | {str(other / "o.png")}
 
 
+def folder_and_shard(tmp_path, images, samples):
+    """A folder of `images` generated images and a shard of `samples` samples."""
+    imgs, shard = tmp_path / "imgs", tmp_path / "s.tar"
+    many_images(imgs, images)
+    write_shard(shard, samples)
+    return imgs, shard
+
+
 def test_shards_together_equal_one_run(tmp_path):
-    imgs = tmp_path / "imgs"
-    many_images(imgs, 20)
-    shard = tmp_path / "s.tar"
-    write_shard(shard, 10)
+    imgs, shard = folder_and_shard(tmp_path, 20, 10)
     whole = tmp_path / "whole"
     run_align("index", "--model", TINY, "--out", whole, "--emb-dtype", "f32", imgs, shard)
     together = tmp_path / "together"
@@ -338,10 +342,7 @@ def test_clip_retrieval_builds_an_index_from_the_output(tmp_path):
     import faiss
     import pandas as pd
 
-    imgs = tmp_path / "imgs"
-    many_images(imgs, 30)
-    shard = tmp_path / "s.tar"
-    write_shard(shard, 10)
+    imgs, shard = folder_and_shard(tmp_path, 30, 10)
     out = tmp_path / "out"
     run_align("index", "--model", TINY, "--out", out, "--text", "--partition-rows", "7", imgs, shard)
     clip_index = load_clip_retrieval_module("clip_index")

@@ -641,20 +641,8 @@ impl<'a> Writer<'a> {
             Ok(pick(&values, dim))
         };
         let kept = Manifest {
-            rows: m
-                .rows
-                .iter()
-                .zip(rows)
-                .filter(|(_, k)| **k)
-                .map(|(e, _)| e.clone())
-                .collect(),
-            failures: m
-                .failures
-                .iter()
-                .zip(failures)
-                .filter(|(_, k)| **k)
-                .map(|(f, _)| f.clone())
-                .collect(),
+            rows: masked(&m.rows, rows),
+            failures: masked(&m.failures, failures),
         };
         let (img, text, metadata) = if kept.rows.is_empty() {
             (
@@ -704,6 +692,16 @@ impl<'a> Writer<'a> {
         }
         Ok(())
     }
+}
+
+/// The items of `items` whose `keep` is true.
+fn masked<T: Clone>(items: &[T], keep: &[bool]) -> Vec<T> {
+    items
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(item, _)| item.clone())
+        .collect()
 }
 
 /// This shard's committed partitions, ordered by sequence number.
