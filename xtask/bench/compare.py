@@ -148,15 +148,12 @@ def make_inputs(tmp, n_images, n_texts):
     return paths, texts
 
 
-def run_ours(align, model, cmd, out, items, batch, device):
-    """Runs the CLI; returns (items/s after load, load s, peak RSS MiB).
-
-    The peak is VmHWM of the process's own address space, polled from /proc (ru_maxrss of a
-    child forked from this Python process would count Python's memory too)."""
-    args = [align, "--device", device, cmd, "--model", model, "--out", out,
-            "--batch-size", str(batch)] + items
-    with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True)
+def run_measured(args):
+    """Runs a command; returns (exit code, stdout, stderr, peak RSS MiB). The peak is VmHWM of
+    the process's own address space, polled from /proc (ru_maxrss of a child forked from this
+    Python process would count Python's memory too)."""
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, text=True)
         peak_kib = 0
         while proc.poll() is None:
             try:
@@ -167,21 +164,58 @@ def run_ours(align, model, cmd, out, items, batch, device):
             except OSError:
                 pass
             time.sleep(0.02)
+        out.seek(0)
         err.seek(0)
-        stderr = err.read()
-    if proc.returncode != 0:
+        return proc.returncode, out.read(), err.read(), peak_kib / 1024
+
+
+def run_ours(align, model, cmd, out, items, batch, device):
+    """Runs the CLI; returns (items/s after load, load s, peak RSS MiB)."""
+    args = [align, "--device", device, cmd, "--model", model, "--out", out,
+            "--batch-size", str(batch)] + items
+    code, _, stderr, peak_mib = run_measured(args)
+    if code != 0:
         sys.exit(f"align {cmd} failed:\n{stderr}")
     m = re.search(r"model load ([\d.]+) s; (\d+) \w+ in ([\d.]+) s", stderr)
     if not m:
         sys.exit(f"align {cmd}: no timing line in:\n{stderr}")
     load_s, n, run_s = float(m.group(1)), int(m.group(2)), float(m.group(3))
-    return n / run_s, load_s, peak_kib / 1024
+    return n / run_s, load_s, peak_mib
 
 
 def timed(fn, batches):
     t = time.perf_counter()
     outs = [fn(b) for b in batches]
     return time.perf_counter() - t, outs
+
+
+def has_tokenizer(d):
+    return any(os.path.isfile(os.path.join(d, f)) for f in ("tokenizer.json", "vocab.txt"))
+
+
+def converted_dir(align, model, work):
+    """Our converted copy of `model` under `work` (made again if an earlier one lacks the
+    tokenizer)."""
+    converted = os.path.join(work, os.path.basename(os.path.normpath(model)) + "-bpk")
+    if not (os.path.isfile(os.path.join(converted, "model.bpk")) and has_tokenizer(converted)):
+        log(f"converting {model} -> {converted}")
+        subprocess.run([align, "convert-weights", "--input", model, "--output", converted],
+                       check=True)
+    return converted
+
+
+def export_vision(vision, example, path):
+    """Exports the vision tower (pixel_values -> pooled features) to ONNX, once."""
+    import torch
+
+    if os.path.isfile(path):
+        return
+    log("exporting the vision tower to ONNX")
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(vision, (example,), path, input_names=["pixel_values"],
+                          output_names=["image_features"],
+                          dynamic_axes={"pixel_values": {0: "batch"}}, dynamo=False,
+                          opset_version=17)
 
 
 def main():
@@ -218,19 +252,12 @@ def main():
                  "`python3 tests/reference/make_align_base_random.py`, then add the tokenizer "
                  "with `MINILM_DIR=$(cargo xtask fetch-test-data) python3 "
                  "tests/reference/make_align_fixtures.py full`)")
-    has_tokenizer = lambda d: any(os.path.isfile(os.path.join(d, f))
-                                  for f in ("tokenizer.json", "vocab.txt"))
     if not has_tokenizer(args.model):
         sys.exit(f"{args.model}: no tokenizer.json or vocab.txt (add them with "
                  "`MINILM_DIR=$(cargo xtask fetch-test-data) python3 "
                  "tests/reference/make_align_fixtures.py full`)")
 
-    # Our converted directory (made again if an earlier one lacks the tokenizer).
-    converted = os.path.join(args.work, os.path.basename(os.path.normpath(args.model)) + "-bpk")
-    if not (os.path.isfile(os.path.join(converted, "model.bpk")) and has_tokenizer(converted)):
-        log(f"converting {args.model} -> {converted}")
-        subprocess.run([args.align, "convert-weights", "--input", args.model,
-                        "--output", converted], check=True)
+    converted = converted_dir(args.align, args.model, args.work)
 
     model = AlignModel.from_pretrained(args.model).eval()
     processor = pil_processor(args.model)
@@ -287,12 +314,7 @@ def main():
         vpath = os.path.join(args.work, "vision.onnx")
         tpath = os.path.join(args.work, "text.onnx")
         with torch.inference_mode(False), torch.no_grad():
-            if not os.path.isfile(vpath):
-                log("exporting the vision tower to ONNX")
-                torch.onnx.export(vision, (pixels[:1],), vpath, input_names=["pixel_values"],
-                                  output_names=["image_features"],
-                                  dynamic_axes={"pixel_values": {0: "batch"}}, dynamo=False,
-                                  opset_version=17)
+            export_vision(vision, pixels[:1], vpath)
             if not os.path.isfile(tpath):
                 log("exporting the text tower to ONNX")
                 b = txt64[0]

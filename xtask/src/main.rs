@@ -45,7 +45,10 @@ enum Cmd {
     /// the same inputs, interleaved (see xtask/bench/compare.py and docs/performance.md):
     /// builds the release `align` binary, then runs the script with these arguments
     /// (`--model <HF dir>`, `--images N`, `--texts N`, `--rounds N`, ...; `-- --help` lists
-    /// them).
+    /// them). `cargo xtask bench collection [ARGS]` runs xtask/bench/collection.py instead
+    /// (`align index` end to end against `align embed-images` and a Python + ONNX Runtime
+    /// pipeline), `cargo xtask bench eval [ARGS]` xtask/bench/eval.py (`align eval zero-shot`
+    /// on 1,000 classes x 80 templates and 1,000 photos).
     #[command(disable_help_flag = true)]
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -82,9 +85,16 @@ fn main() -> Result<()> {
                 "-p",
                 "align-cli",
             ]))?;
+            // `cargo xtask bench collection|eval ...`: `align index` end to end, or `align eval
+            // zero-shot` at ImageNet's shape, instead.
+            let (script, args) = match args.split_first() {
+                Some((first, rest)) if first == "collection" => ("collection.py", rest),
+                Some((first, rest)) if first == "eval" => ("eval.py", rest),
+                _ => ("compare.py", &args[..]),
+            };
             run(Command::new("python3")
                 .current_dir(&root)
-                .arg(root.join("xtask/bench/compare.py"))
+                .arg(root.join("xtask/bench").join(script))
                 .arg("--align")
                 .arg(root.join("target/release/align"))
                 .args(args))
