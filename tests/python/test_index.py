@@ -324,6 +324,13 @@ def test_bad_invocations_fail_with_one_line_naming_the_culprit(tmp_path):
     listing = "\n".join(str(p) for p in sorted(imgs.rglob("*.png"))) + "\n"
     s = summary(run_align("index", "--model", TINY, "--out", out2, "--files-from", "-", input=listing))
     assert s["embedded"] == 2
+    # A file given by itself keeps its sidecars.
+    photo = sorted(imgs.rglob("*.png"))[0]
+    photo.with_suffix(".txt").write_text("a listed caption")
+    out3 = tmp_path / "out3"
+    run_align("index", "--model", TINY, "--out", out3, "--text", photo)
+    (row,) = read_out(out3, text=True).values()
+    assert row[2]["caption"] == "a listed caption" and row[2]["key"] == photo.name
 
 
 def load_clip_retrieval_module(name):

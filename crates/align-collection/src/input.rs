@@ -98,7 +98,7 @@ pub fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
 /// Lists `inputs` in order, calling `emit` for each sample or unreadable folder / archive;
 /// stops early when `emit` returns false. A folder is walked in sorted order (symbolic links
 /// to files are followed, to folders not, so there are no loops); a `.tar` file is a
-/// webdataset shard; any other file is an image.
+/// webdataset shard; any other file is an image, with the same sidecars as in a folder.
 pub fn list(inputs: &[PathBuf], opts: &ListOptions, emit: &mut dyn FnMut(Listed) -> bool) {
     for input in inputs {
         let go_on = match std::fs::metadata(input) {
@@ -109,7 +109,18 @@ pub fn list(inputs: &[PathBuf], opts: &ListOptions, emit: &mut dyn FnMut(Listed)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| input.to_string_lossy().into_owned());
-                emit(Listed::Sample(file_sample(input, key, &m, None, None)))
+                let side = |ext: &str| {
+                    let path = input.with_extension(ext);
+                    let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+                    Some((path, meta))
+                };
+                emit(Listed::Sample(file_sample(
+                    input,
+                    key,
+                    &m,
+                    side("txt"),
+                    side("json"),
+                )))
             }
             Err(e) => emit(Listed::Unreadable {
                 path: input.to_string_lossy().into_owned(),
