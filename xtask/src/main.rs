@@ -32,6 +32,10 @@ enum Cmd {
         /// Comma-separated backends to test.
         #[arg(long, default_value = "flex,ndarray,wgpu", value_delimiter = ',')]
         backends: Vec<String>,
+        /// Also run the `#[ignore]`d tests: the full-size parity tests, which need the data of
+        /// tests/reference/make_align_base_random.py and make_align_fixtures.py full.
+        #[arg(long)]
+        include_ignored: bool,
     },
     /// Convert an HF ALIGN checkpoint into burn's Burnpack format: builds the `align` binary
     /// (release) and runs `align convert-weights` with these arguments (`--input <HF dir>` or
@@ -61,7 +65,10 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Test { backends } => test(&backends),
+        Cmd::Test {
+            backends,
+            include_ignored,
+        } => test(&backends, include_ignored),
         Cmd::ConvertWeights { args } => {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             run(Command::new(cargo)
@@ -155,7 +162,7 @@ fn fetch_minilm() -> Result<PathBuf> {
     Ok(model)
 }
 
-fn test(backends: &[String]) -> Result<()> {
+fn test(backends: &[String], include_ignored: bool) -> Result<()> {
     for b in backends {
         if !["flex", "ndarray", "wgpu"].contains(&b.as_str()) {
             bail!("unknown backend `{b}` (expected flex, ndarray or wgpu)");
@@ -183,8 +190,12 @@ fn test(backends: &[String]) -> Result<()> {
             // The doc tests are compile-only and do not depend on the backend: once is enough.
             cmd.args(["--lib", "--bins", "--tests"]);
         }
+        cmd.arg("--");
         if device == "wgpu" {
-            cmd.args(["--", "parity"]);
+            cmd.arg("parity");
+        }
+        if include_ignored {
+            cmd.arg("--include-ignored");
         }
         run(&mut cmd).with_context(|| format!("tests on the {device} backend"))?;
     }
