@@ -367,3 +367,18 @@ def test_clip_retrieval_builds_an_index_from_the_output(tmp_path):
     for q in range(0, 40, 7):
         _, ids = image_index.search(embs[q:q + 1], 1)
         assert meta.iloc[ids[0][0]]["image_path"] == meta.iloc[q]["image_path"]
+
+
+def test_truncated_shard_keeps_its_readable_samples(tmp_path):
+    shard = tmp_path / "cut.tar"
+    write_shard(shard, 6)
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    s = summary(run_align("index", "--model", TINY, "--out", out, shard))
+    assert s["listing_complete"] is False and s["failed"] >= 1
+    rows = read_out(out)
+    assert 0 < len(rows) < 6
+    assert all(p.startswith(f"{shard}/") for p in rows)
+    fails = failures(out)
+    assert any("tar" in f["error"] and str(shard) in f["error"] for f in fails.values())
