@@ -129,12 +129,17 @@ def main():
     ap.add_argument("--photos", type=int, default=320)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-ort", action="store_true", help="leave the Python pipeline out")
+    ap.add_argument("--rss", type=int, metavar="N",
+                    help="instead: one `align index` run over N images (links to the photos of "
+                         "at most 1 Mpixel, in folders of 1,000), printing its peak RSS")
     args = ap.parse_args()
 
     os.makedirs(args.work, exist_ok=True)
     converted = converted_dir(args.align, args.model, args.work)
     photos_dir = os.path.join(args.work, f"collection-{args.photos}")
     paths = make_photos(photos_dir, args.photos)
+    if args.rss:
+        return memory(args, converted, paths)
     vision_onnx = os.path.join(args.work, "vision.onnx")
     if not args.skip_ort:
         import torch
@@ -189,6 +194,29 @@ def main():
     if "python_ort" in med:
         print(f"Python + ONNX Runtime {med['python_ort']:6.2f} images/s  -> index / ORT pipeline "
               f"{med['index'] / med['python_ort']:.2f}x")
+
+
+def memory(args, converted, paths):
+    """Peak RSS of `align index` over `args.rss` images: does memory grow with the collection?"""
+    from PIL import Image
+
+    small = []
+    for p in paths:
+        with Image.open(p) as im:
+            if im.width * im.height <= 1_000_000:
+                small.append(p)
+    tree = os.path.join(args.work, f"rss-{args.rss}")
+    if not os.path.isdir(tree):
+        for i in range(args.rss):
+            folder = os.path.join(tree, f"d{i // 1000:02d}")
+            os.makedirs(folder, exist_ok=True)
+            os.symlink(small[i % len(small)], os.path.join(folder, f"{i:05d}.jpg"))
+    out = os.path.join(args.work, "rss-out")
+    shutil.rmtree(out, ignore_errors=True)
+    stdout, _, peak = run([args.align, "index", "--model", converted, "--out", out, tree])
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    print(f"align index over {summary['embedded']} images ({len(small)} photos of <= 1 Mpixel, "
+          f"linked): peak RSS {peak:.0f} MiB, {summary['images_per_second']:.2f} images/s")
 
 
 if __name__ == "__main__":
