@@ -2,10 +2,8 @@
 //! and image-text retrieval tasks ([`align_eval`]), one JSON object on stdout.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
-use align_collection::{Embedder, Progress};
+use align_collection::Embedder;
 use align_eval::{Classification, EvalOptions, Failure, prompts};
 use anyhow::bail;
 use serde_json::{Map, Value, json};
@@ -96,18 +94,6 @@ fn options(
     }
 }
 
-/// Runs `f` with a progress display on stderr.
-fn with_progress<T>(f: impl FnOnce(&Progress) -> T) -> T {
-    let progress = Progress::default();
-    let finished = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| crate::progress::show(&progress, &finished, Instant::now()));
-        let result = f(&progress);
-        finished.store(true, std::sync::atomic::Ordering::Relaxed);
-        result
-    })
-}
-
 fn report_failures(failures: &[Failure]) {
     for f in failures {
         eprintln!("align: skipped {}", f.error);
@@ -123,7 +109,7 @@ fn zero_shot(args: &ZeroShotArgs, device: &burn::tensor::Device) -> anyhow::Resu
     align.model.vision_model.prepare();
     let embedder = AlignEmbedder { align: &align };
     let opts = options(args.batch_size, &align, device);
-    let (report, classifier, predictions) = with_progress(|progress| {
+    let (report, classifier, predictions) = crate::progress::with_progress(|progress| {
         align_eval::zero_shot(
             &dataset,
             &classnames,
@@ -197,7 +183,7 @@ fn retrieval(args: &RetrievalArgs, device: &burn::tensor::Device) -> anyhow::Res
             align.model.vision_model.prepare();
             let embedder = AlignEmbedder { align: &align };
             let opts = options(args.batch_size, &align, device);
-            let report = with_progress(|progress| {
+            let report = crate::progress::with_progress(|progress| {
                 align_eval::retrieval(&args.dataset, &ks, &embedder, &opts, progress)
             })?;
             (report, model, args.dataset[0].clone())

@@ -4,10 +4,9 @@
 
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use align_collection::{EmbDtype, IndexOptions, ListOptions, Progress, Shard};
+use align_collection::{EmbDtype, IndexOptions, ListOptions, Shard};
 use anyhow::{Context, bail};
 
 use crate::hub::ModelArgs;
@@ -108,19 +107,10 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
         partition_rows: args.partition_rows as usize,
         decode: *align.images.decode_options(),
     };
-    let progress = Progress::default();
     let loaded = Instant::now();
-    let finished = std::sync::atomic::AtomicBool::new(false);
-    let summary = std::thread::scope(|scope| {
-        scope.spawn(|| crate::progress::show(&progress, &finished, loaded));
-        let result = align_collection::index(
-            &args.out,
-            &opts,
-            &crate::embedder::AlignEmbedder { align: &align },
-            &progress,
-        );
-        finished.store(true, Ordering::Relaxed);
-        result
+    let summary = crate::progress::with_progress(|progress| {
+        let model = crate::embedder::AlignEmbedder { align: &align };
+        align_collection::index(&args.out, &opts, &model, progress)
     })?;
     let seconds = loaded.elapsed().as_secs_f64();
     let rate = summary.embedded as f64 / seconds.max(1e-9);

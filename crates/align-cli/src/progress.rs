@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use align_collection::Progress;
 
-/// A progress bar on a terminal (done / total, rate, ETA; the total known once the listing
-/// has finished), else a plain line every 10 s.
-pub fn show(progress: &Progress, finished: &AtomicBool, start: Instant) {
+/// A progress bar on a terminal (done / total, rate, ETA; the total as counted so far, marked
+/// until the count is over), else a plain line every 10 s.
+fn show(progress: &Progress, finished: &AtomicBool, start: Instant) {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let done = || load(&progress.embedded) + load(&progress.failed);
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -52,4 +52,16 @@ pub fn show(progress: &Progress, finished: &AtomicBool, start: Instant) {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+}
+
+/// Runs `f` with a progress display on stderr.
+pub fn with_progress<T>(f: impl FnOnce(&Progress) -> T) -> T {
+    let progress = Progress::default();
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| show(&progress, &finished, Instant::now()));
+        let result = f(&progress);
+        finished.store(true, Ordering::Relaxed);
+        result
+    })
 }
