@@ -35,7 +35,8 @@ from multiprocessing import Pool
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import ROOT, converted_dir, export_vision, log, pil_processor, run_measured  # noqa: E402
+from compare import (  # noqa: E402
+    ROOT, converted_dir, export_vision, log, pil_processor, run_measured, vision_tower)
 
 SOURCES = ["astronaut", "chelsea", "coffee", "camera", "rocket", "cat", "hubble_deep_field",
            "immunohistochemistry", "coins", "logo", "page", "retina", "stereo_motorcycle"]
@@ -142,22 +143,13 @@ def main():
         return memory(args, converted, paths)
     vision_onnx = os.path.join(args.work, "vision.onnx")
     if not args.skip_ort:
-        import torch
         from PIL import Image
         from transformers import AlignModel
-
-        class Vision(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, pixel_values):
-                return self.m.vision_model(pixel_values=pixel_values).pooler_output
 
         model = AlignModel.from_pretrained(args.model).eval()
         example = pil_processor(args.model)(images=[Image.open(paths[0]).convert("RGB")],
                                             return_tensors="pt")["pixel_values"]
-        export_vision(Vision(model).eval(), example, vision_onnx)
+        export_vision(vision_tower(model), example, vision_onnx)
         del model
 
     sizes = []

@@ -204,6 +204,21 @@ def converted_dir(align, model, work):
     return converted
 
 
+def vision_tower(model):
+    """AlignModel's vision tower as a module: pixel_values -> pooled features."""
+    import torch
+
+    class Vision(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return self.m.vision_model(pixel_values=pixel_values).pooler_output
+
+    return Vision(model).eval()
+
+
 def export_vision(vision, example, path):
     """Exports the vision tower (pixel_values -> pooled features) to ONNX, once."""
     import torch
@@ -262,14 +277,6 @@ def main():
     model = AlignModel.from_pretrained(args.model).eval()
     processor = pil_processor(args.model)
 
-    class Vision(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, pixel_values):
-            return self.m.vision_model(pixel_values=pixel_values).pooler_output
-
     class Text(torch.nn.Module):
         def __init__(self, m):
             super().__init__()
@@ -280,7 +287,7 @@ def main():
                                   token_type_ids=token_type_ids).last_hidden_state
             return self.m.text_projection(h[:, 0, :])
 
-    vision, text = Vision(model).eval(), Text(model).eval()
+    vision, text = vision_tower(model), Text(model).eval()
 
     with tempfile.TemporaryDirectory() as tmp:
         paths, texts = make_inputs(tmp, args.images, args.texts)
@@ -362,7 +369,7 @@ def main():
         # random network amplifies rounding on some photos, e.g. the nearly black Hubble one).
         import copy
         model64 = copy.deepcopy(model).double()
-        vision64, text64 = Vision(model64).eval(), Text(model64).eval()
+        vision64, text64 = vision_tower(model64), Text(model64).eval()
         with torch.inference_mode():
             ref64_img = normalise([vision64(b.double()).numpy() for b in img_batches])
             ref64_txt = normalise([text64(**b).numpy() for b in txt64])
