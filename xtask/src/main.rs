@@ -201,10 +201,14 @@ fn test(backends: &[String], include_ignored: bool) -> Result<()> {
     }
     // The Python suite drives the `align` binary that the Rust tests built (against numpy,
     // pyarrow and clip-retrieval's own readers): `pip install -r tests/python/requirements.txt`.
+    // The binary has every tested backend compiled in; its default device would be the first
+    // of burn's order (wgpu), so the suite names the CPU backend the product defaults to.
     let root = workspace_root();
     run(Command::new("python3")
         .current_dir(&root)
         .args(["-m", "pytest", "-q", "tests/python"])
-        .env("ALIGN_BIN", root.join("target/debug/align")))
-    .context("the Python tests (tests/python) need `pip install -r tests/python/requirements.txt`")
+        .env("ALIGN_BIN", root.join("target/debug/align"))
+        .env("BURN_DEVICE", backends.first().map_or("flex", |b| b.as_str()))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir()))
+    .context("the Python tests (tests/python; they need `pip install -r tests/python/requirements.txt`)")
 }
