@@ -2,6 +2,7 @@
 generated collections (real photos from scikit-image's data, generated images, bad files,
 webdataset shards)."""
 
+import importlib.util
 import io
 import json
 import os
@@ -17,6 +18,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests/fixtures/align/tiny"
 PHOTOS = ROOT / "tests/fixtures/processor/images"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Caches (`align eval`'s classifiers) go to a folder of the test session, not ~/.cache."""
+    os.environ["ALIGN_CACHE_DIR"] = str(tmp_path_factory.mktemp("align-cache"))
 
 
 def align_bin():
@@ -122,3 +129,15 @@ def write_shard(path, n, start=0, corrupt=()):
                 tar.addfile(info, io.BytesIO(payload))
             samples[key] = (data, caption)
     return samples
+
+
+def load_clip_retrieval_module(name):
+    """A module of the installed clip-retrieval package, loaded from its file: the package's
+    __init__ imports torch, which the tests do not install."""
+    spec = importlib.util.find_spec("clip_retrieval")
+    assert spec is not None, "pip install --no-deps clip-retrieval"
+    path = Path(spec.submodule_search_locations[0]) / f"{name}.py"
+    module_spec = importlib.util.spec_from_file_location(f"clip_retrieval_{name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 through pyarrow, and clip-retrieval's own index builder; kill -9 / resume, incremental
 updates and shards checked on the files themselves."""
 
-import importlib.util
 import io
 import json
 import os
@@ -17,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import TINY, align_bin, make_collection, noise_image, run_align, save, summary, write_shard
+from conftest import (TINY, align_bin, load_clip_retrieval_module, make_collection, noise_image,
+                      run_align, save, summary, write_shard)
 
 
 def read_out(out, text=False):
@@ -331,18 +331,6 @@ def test_bad_invocations_fail_with_one_line_naming_the_culprit(tmp_path):
     run_align("index", "--model", TINY, "--out", out3, "--text", photo)
     (row,) = read_out(out3, text=True).values()
     assert row[2]["caption"] == "a listed caption" and row[2]["key"] == photo.name
-
-
-def load_clip_retrieval_module(name):
-    """A module of the installed clip-retrieval package, loaded from its file: the package's
-    __init__ imports torch, which the tests do not install."""
-    spec = importlib.util.find_spec("clip_retrieval")
-    assert spec is not None, "pip install --no-deps clip-retrieval"
-    path = Path(spec.submodule_search_locations[0]) / f"{name}.py"
-    module_spec = importlib.util.spec_from_file_location(f"clip_retrieval_{name}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def test_clip_retrieval_builds_an_index_from_the_output(tmp_path):

@@ -52,7 +52,8 @@ enum Cmd {
     /// them). `cargo xtask bench collection [ARGS]` runs xtask/bench/collection.py instead
     /// (`align index` end to end against `align embed-images` and a Python + ONNX Runtime
     /// pipeline), `cargo xtask bench eval [ARGS]` xtask/bench/eval.py (`align eval zero-shot`
-    /// on 1,000 classes x 80 templates and 1,000 photos).
+    /// on 1,000 classes x 80 templates and 1,000 photos), `cargo xtask bench search [ARGS]`
+    /// the HNSW index against exact search (crates/align-search/benches/ann.rs).
     #[command(disable_help_flag = true)]
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -86,6 +87,14 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let root = workspace_root();
+            if let Some((first, rest)) = args.split_first()
+                && first == "search"
+            {
+                return run(Command::new(cargo)
+                    .current_dir(&root)
+                    .args(["bench", "-p", "align-search", "--bench", "ann", "--"])
+                    .args(rest));
+            }
             run(Command::new(cargo).current_dir(&root).args([
                 "build",
                 "--release",
@@ -208,7 +217,12 @@ fn test(backends: &[String], include_ignored: bool) -> Result<()> {
         .current_dir(&root)
         .args(["-m", "pytest", "-q", "tests/python"])
         .env("ALIGN_BIN", root.join("target/debug/align"))
-        .env("BURN_DEVICE", backends.first().map_or("flex", |b| b.as_str()))
+        .env(
+            "BURN_DEVICE",
+            backends.first().map_or("flex", |b| b.as_str()),
+        )
         .env("XDG_RUNTIME_DIR", std::env::temp_dir()))
-    .context("the Python tests (tests/python; they need `pip install -r tests/python/requirements.txt`)")
+    .context(
+        "the Python tests (tests/python; they need `pip install -r tests/python/requirements.txt`)",
+    )
 }

@@ -3,7 +3,7 @@
 //! ([`align_model::hub`]: downloading into it when the hub is reachable and `HF_HUB_OFFLINE`
 //! is not set).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use align_model::Align;
 use align_model::hub::{DEFAULT_MODEL_ID, snapshot_dir};
@@ -60,6 +60,21 @@ impl ModelArgs {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_MODEL_ID.to_string()),
         })
+    }
+
+    /// These arguments, or, when neither `--model` nor `--model-id` is given, the model a
+    /// collection recorded (`align.json`: a directory's absolute path or a hub id).
+    pub fn or_recorded(&self, recorded: &str) -> Self {
+        if self.model.is_some() || self.model_id.is_some() {
+            return self.clone();
+        }
+        let mut args = self.clone();
+        if Path::new(recorded).is_absolute() {
+            args.model = Some(PathBuf::from(recorded));
+        } else {
+            args.model_id = Some(recorded.to_string());
+        }
+        args
     }
 
     /// The model and its processor on `device`, in the precision of `--dtype`.

@@ -57,7 +57,8 @@ files (any letter case), with NAME.txt (caption) and NAME.json (metadata) beside
 
 Output rows: metadata_P.parquet row i describes row i of img_emb_P.npy (and text_emb_P.npy):
 image_path, key, caption, similarity (with --text), width, height, then the JSON's fields.
-Unreadable or undecodable samples go to failures/ and never stop the run.
+Unreadable or undecodable samples go to failures/ and never stop the run. OUT/ann/ holds the
+HNSW indices of `align search` and `align serve`, brought up to date at the end of each run.
 
 Resume and update: run the same command again. Work is committed every --checkpoint-secs
 (a partition's files are written under temporary names, then renamed; its manifest last), so
@@ -114,9 +115,14 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
     })?;
     let seconds = loaded.elapsed().as_secs_f64();
     let rate = summary.embedded as f64 / seconds.max(1e-9);
+    // The HNSW indices follow the committed partitions (for `align search` / `align serve`).
+    let ann_start = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ann = align_search::ann::update(&args.out, threads)?;
+    let ann_seconds = ann_start.elapsed().as_secs_f64();
     eprintln!(
         "{}: {} embedded, {} already present, {} failed, {} removed; {seconds:.1} s ({rate:.2} images/s), \
-         model load {:.2} s",
+         model load {:.2} s, search index {ann_seconds:.2} s",
         args.out.display(),
         summary.embedded,
         summary.present,
@@ -142,6 +148,9 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
             "listing_complete": summary.listing_complete,
             "seconds": seconds,
             "images_per_second": rate,
+            "search_index": ann.iter().map(|(m, u)| (m.name().to_string(), serde_json::json!({
+                "vectors": u.size, "added": u.added, "removed": u.removed,
+            }))).collect::<serde_json::Map<_, _>>(),
         })
     );
     Ok(())

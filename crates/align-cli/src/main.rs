@@ -17,6 +17,9 @@ mod index;
 mod npy;
 mod preprocess;
 mod progress;
+mod query;
+mod search;
+mod serve;
 mod tokenize;
 
 use std::process::ExitCode;
@@ -57,6 +60,8 @@ enum Command {
     /// Embed a whole collection (folders, images, webdataset shards) into a folder in
     /// clip-retrieval's layout; resumable, incremental, shardable (see `align index --help`).
     Index(index::Args),
+    Search(search::Args),
+    Serve(serve::Args),
     /// Benchmarks as CLIP_benchmark runs them: zero-shot classification and image-text
     /// retrieval on local datasets (see `align eval zero-shot --help`, `align eval retrieval
     /// --help`).
@@ -80,6 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::EmbedImages(args) => embed::images(&args, &device::resolve(&choice)?),
         Command::EmbedTexts(args) => embed::texts(&args, &device::resolve(&choice)?),
         Command::Index(args) => index::run(&args, &device::resolve(&choice)?),
+        Command::Search(args) => search::run(&args, &device::resolve(&choice)?),
+        Command::Serve(args) => serve::run(&args, &device::resolve(&choice)?),
         Command::Eval(args) => eval::run(&args, &device::resolve(&choice)?),
         Command::ConvertWeights(args) => convert::run(&args, &device::resolve(&choice)?),
         Command::Preprocess(args) => preprocess::run(&args),

@@ -83,6 +83,49 @@ pub fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// `n` L2-normalised vectors of `dim` values that cluster as embeddings do: each is a shared
+/// direction (every embedding of a model leans one way) plus one of `n / 100` cluster centres
+/// plus noise of half their scale, so that neighbours within a cluster are near (cosine ~0.8)
+/// and other clusters farther (~0.5). Row-major `[n, dim]`; deterministic in `seed`.
+pub fn clustered(n: usize, dim: usize, seed: u32) -> Vec<f32> {
+    let clusters = n.div_ceil(100).max(1);
+    let shared = values(dim, seed);
+    let centres = values(clusters * dim, seed.wrapping_add(1));
+    let mut out = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let c = &centres[(i % clusters) * dim..][..dim];
+        let noise = values(dim, seed.wrapping_add(2).wrapping_add(i as u32));
+        let v: Vec<f32> = (0..dim)
+            .map(|j| shared[j] + c[j] + 0.5 * noise[j])
+            .collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        out.extend(v.iter().map(|x| x / norm));
+    }
+    out
+}
+
+/// Writes a collection as `align index` lays it out (align.json, manifests, f16 image
+/// embeddings), one partition per element of `parts` (row-major `[rows, dim]`), named
+/// `000000`, `000001`, ...; metadata and captions are left out.
+pub fn write_collection(out: &Path, dim: usize, parts: &[Vec<f32>]) {
+    use align_collection::layout::{Manifest, write_json, write_npy};
+    let layout = align_collection::Layout::new(out);
+    layout.create().unwrap();
+    let settings = align_collection::Settings {
+        model: "test".into(),
+        dim,
+        emb_dtype: align_collection::EmbDtype::F16,
+        text: false,
+        shards: 1,
+    };
+    write_json(&layout.settings(), &settings).unwrap();
+    for (i, values) in parts.iter().enumerate() {
+        let p = format!("{i:06}");
+        write_npy(&layout.img_emb(&p), values, dim, settings.emb_dtype).unwrap();
+        write_json(&layout.manifest(&p), &Manifest::default()).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
