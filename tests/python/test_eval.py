@@ -47,6 +47,37 @@ def test_zero_shot_image_folder_equals_clip_benchmark(tmp_path):
     np.testing.assert_allclose(np.load(clf), np.load(EVAL / "classifier.npy"), atol=1e-6, rtol=0)
 
 
+def test_the_classifier_is_cached_between_runs_or_read_from_a_file(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ALIGN_CACHE_DIR", str(cache))
+    folder = EVAL / "imagefolder"
+    base = ["zero-shot", "--model", TINY, "--dataset", folder]
+    key_of = lambda p: str(p)[len(str(folder)) + 1:]
+    first, err = eval_json(*base, "--predictions", tmp_path / "1.parquet",
+                           "--save-classifier", tmp_path / "saved.npy")
+    assert "80 templates embedded" in err
+    assert len(list((cache / "classifiers").glob("*.npy"))) == 1
+    second, err = eval_json(*base, "--predictions", tmp_path / "2.parquet")
+    assert "read from the cache" in err and second == first
+    check_zero_shot(second, tmp_path / "2.parquet", key_of)
+    # Other templates, another classifier; --no-cache neither reads nor stores.
+    _, err = eval_json(*base, "--templates", "simple")
+    assert "1 templates embedded" in err
+    _, err = eval_json(*base, "--no-cache")
+    assert "80 templates embedded" in err
+    assert len(list((cache / "classifiers").glob("*.npy"))) == 2
+    # A classifier saved by --save-classifier gives the same numbers.
+    result, err = eval_json(*base, "--classifier", tmp_path / "saved.npy",
+                            "--predictions", tmp_path / "3.parquet")
+    assert "read from --classifier" in err and result == first
+    check_zero_shot(result, tmp_path / "3.parquet", key_of)
+    wrong = np.load(EVAL / "classifier.npy")[:3]
+    np.save(tmp_path / "wrong.npy", wrong)
+    proc = run_align("eval", *base, "--classifier", tmp_path / "wrong.npy", check=False)
+    assert proc.returncode == 1 and "wrong.npy" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_zero_shot_webdataset_with_cls(tmp_path):
     folder = EVAL / "imagefolder"
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())

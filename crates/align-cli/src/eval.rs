@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use align_collection::Embedder;
-use align_eval::{Classification, EvalOptions, Failure, prompts};
-use anyhow::bail;
+use align_eval::{Classification, ClassifierCache, EvalOptions, Failure, prompts};
+use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
 use crate::embedder::AlignEmbedder;
@@ -51,6 +51,15 @@ struct ZeroShotArgs {
     /// Write the classifier (one L2-normalised row per class) here, as an f32 .npy file.
     #[arg(long, value_name = "FILE.npy")]
     save_classifier: Option<PathBuf>,
+    /// Use this classifier ([classes, dim] .npy, as --save-classifier writes it) instead of
+    /// embedding the prompts.
+    #[arg(long, value_name = "FILE.npy", conflicts_with = "templates")]
+    classifier: Option<PathBuf>,
+    /// Neither read nor store the classifier in the cache (ALIGN_CACHE_DIR, else
+    /// XDG_CACHE_HOME/align, else ~/.cache/align: classifiers/), where a later run with the
+    /// same model, class names and templates finds it.
+    #[arg(long)]
+    no_cache: bool,
     /// Images per forward pass [default: 8; 1 on ndarray].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
@@ -109,11 +118,46 @@ fn zero_shot(args: &ZeroShotArgs, device: &burn::tensor::Device) -> anyhow::Resu
     align.model.vision_model.prepare();
     let embedder = AlignEmbedder { align: &align };
     let opts = options(args.batch_size, &align, device);
-    let (report, classifier, predictions) = crate::progress::with_progress(|progress| {
+    let dim = embedder.dim();
+    let start = std::time::Instant::now();
+    let (classifier, source) = match &args.classifier {
+        Some(path) => (
+            align_eval::cache::read_classifier(path, classnames.len(), dim)?,
+            "file",
+        ),
+        None => {
+            let cache = (!args.no_cache)
+                .then(ClassifierCache::default_dir)
+                .flatten()
+                .map(ClassifierCache::new);
+            let key = ClassifierCache::key(
+                &model_identity(&args.model, device)?,
+                &classnames,
+                &templates,
+            );
+            match cache
+                .as_ref()
+                .and_then(|c| c.load(&key, classnames.len(), dim))
+            {
+                Some(classifier) => (classifier, "cache"),
+                None => {
+                    let classifier = prompts::classifier(&embedder, &classnames, &templates)?;
+                    if let Some(cache) = &cache
+                        && let Err(e) = cache.store(&key, &classifier, dim)
+                    {
+                        eprintln!("align: classifier not cached: {e}");
+                    }
+                    (classifier, "prompts")
+                }
+            }
+        }
+    };
+    let classifier_seconds = start.elapsed().as_secs_f64();
+    let (report, predictions) = crate::progress::with_progress(|progress| {
         align_eval::zero_shot(
             &dataset,
             &classnames,
-            &templates,
+            &classifier,
             &embedder,
             &opts,
             progress,
@@ -134,17 +178,20 @@ fn zero_shot(args: &ZeroShotArgs, device: &burn::tensor::Device) -> anyhow::Resu
     if report.n == 0 {
         bail!("{}: no readable images", args.dataset[0].display());
     }
+    let built = match source {
+        "prompts" => format!("{} templates embedded", templates.len()),
+        "cache" => "read from the cache".into(),
+        _ => "read from --classifier".into(),
+    };
     eprintln!(
-        "classifier: {} classes x {} templates in {:.2} s; {} images in {:.2} s ({:.2} images/s)",
+        "classifier: {} classes, {built} in {classifier_seconds:.2} s; {} images in {:.2} s ({:.2} images/s)",
         classnames.len(),
-        templates.len(),
-        report.classifier_seconds,
         report.n,
         report.images_seconds,
         report.n as f64 / report.images_seconds.max(1e-9),
     );
     if let Some(path) = &args.save_classifier {
-        align_eval::write_classifier(path, &classifier, embedder.dim())?;
+        align_eval::write_classifier(path, &classifier, dim)?;
     }
     if let Some(path) = &args.predictions {
         align_eval::write_predictions(path, &predictions)?;
@@ -163,6 +210,38 @@ fn zero_shot(args: &ZeroShotArgs, device: &burn::tensor::Device) -> anyhow::Resu
         })
     );
     Ok(())
+}
+
+/// What a classifier depends on besides its classes and templates: the model (its name, and
+/// the size and modification time of each file of its folder), the precision and the backend.
+fn model_identity(model: &ModelArgs, device: &burn::tensor::Device) -> anyhow::Result<String> {
+    let dir = model.resolve()?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
+        let entry = entry.with_context(|| dir.display().to_string())?;
+        let meta = entry
+            .metadata()
+            .with_context(|| entry.path().display().to_string())?;
+        if meta.is_file() {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            files.push(format!(
+                "{}:{}:{mtime}",
+                entry.file_name().to_string_lossy(),
+                meta.len()
+            ));
+        }
+    }
+    files.sort();
+    Ok(format!(
+        "{}\n{:?}\n{device:?}\n{}",
+        model.name()?,
+        model.dtype,
+        files.join("\n")
+    ))
 }
 
 fn retrieval(args: &RetrievalArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {

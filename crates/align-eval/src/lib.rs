@@ -3,6 +3,7 @@
 //! ([`align_collection::pipeline`]): bounded memory, unreadable images counted, not fatal.
 //! Model-agnostic through [`align_collection::Embedder`].
 
+pub mod cache;
 pub mod dataset;
 mod error;
 pub mod metrics;
@@ -24,6 +25,7 @@ use arrow_array::builder::{Float32Builder, Int64Builder, ListBuilder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use rayon::prelude::*;
 
+pub use cache::ClassifierCache;
 pub use dataset::Classification;
 pub use error::{Error, Result};
 
@@ -56,8 +58,7 @@ pub struct ZeroShotReport {
     /// count in no recall.
     pub empty_classes: Vec<usize>,
     pub failures: Vec<Failure>,
-    /// Seconds spent building the classifier (embedding every prompt) and on the images.
-    pub classifier_seconds: f64,
+    /// Seconds spent on the images.
     pub images_seconds: f64,
 }
 
@@ -86,22 +87,25 @@ fn embed(embedder: &dyn Embedder, images: &[RgbImage]) -> Result<Vec<f32>> {
     Ok(rows)
 }
 
-/// Zero-shot classification of `dataset` against the classifier built from `classnames` and
-/// `templates` ([`prompts::classifier`]). Returns the report, the classifier `[classes, dim]`
-/// and the per-image predictions.
+/// Zero-shot classification of `dataset` against `classifier` (`[classes, dim]`, one row per
+/// class of `classnames`: [`prompts::classifier`], or a stored one). Returns the report and the
+/// per-image predictions.
 pub fn zero_shot(
     dataset: &Classification,
     classnames: &[String],
-    templates: &[String],
+    classifier: &[f32],
     embedder: &dyn Embedder,
     opts: &EvalOptions,
     progress: &Progress,
-) -> Result<(ZeroShotReport, Vec<f32>, Predictions)> {
+) -> Result<(ZeroShotReport, Predictions)> {
     let classes = classnames.len();
     let dim = embedder.dim();
-    let start = Instant::now();
-    let classifier = prompts::classifier(embedder, classnames, templates)?;
-    let classifier_seconds = start.elapsed().as_secs_f64();
+    if classifier.len() != classes * dim {
+        return Err(Error::Model(format!(
+            "a classifier of {} values for {classes} classes of {dim}",
+            classifier.len()
+        )));
+    }
     let start = Instant::now();
     let folder_class: HashMap<PathBuf, usize> = match dataset {
         Classification::ImageFolder { root, classes } => classes
@@ -192,10 +196,9 @@ pub fn zero_shot(
         mean_per_class_recall: metrics::mean_per_class_recall(&preds.label, &argmax, classes),
         empty_classes: (0..classes).filter(|c| !preds.label.contains(c)).collect(),
         failures,
-        classifier_seconds,
         images_seconds: start.elapsed().as_secs_f64(),
     };
-    Ok((report, classifier, preds))
+    Ok((report, preds))
 }
 
 /// The class index in a shard sample's `cls` member.
