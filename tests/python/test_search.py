@@ -157,7 +157,7 @@ def server(collection, tmp_path_factory):
     run_align("index", "--model", TINY, "--out", plain, PHOTOS / "chelsea.png", PHOTOS / "coffee.jpg")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     s = Server("--model", TINY, "--index", f"photos={out}", "--index", f"plain={plain}",
-               "--max-body-mb", "1", "--max-megapixels", "1")
+               "--max-body-mb", "1", "--max-megapixels", "1", "--cors-origin", "https://front.example")
     yield s
     s.stop()
 
@@ -233,6 +233,26 @@ def test_metadata_images_health_and_metrics(collection, server):
     metrics = requests.get(server.url + "/metrics").text
     assert 'align_serve_requests_total{route="/image",status="200"}' in metrics
     assert "align_serve_request_duration_seconds_bucket" in metrics
+
+
+def test_only_the_given_origins_may_call_from_a_browser(server, collection):
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+    r = requests.options(server.url + "/knn-service", headers={"Origin": "https://front.example", **preflight})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://front.example"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    r = server.post("/knn-service", {"text": "x", "indice_name": "photos", "num_images": 1},
+                    headers={"Origin": "https://front.example"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://front.example"
+    for origin in ["https://elsewhere.example", "null"]:
+        r = requests.get(server.url + "/indices-list", headers={"Origin": origin})
+        assert "access-control-allow-origin" not in r.headers
+    out, _, _ = collection
+    proc = run_align("serve", "--model", TINY, "--index", f"p={out}", "--port", "0",
+                     "--cors-origin", "front.example", check=False)
+    assert proc.returncode == 1 and "--cors-origin" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_bad_requests_get_a_json_4xx_and_the_server_keeps_serving(server):

@@ -35,6 +35,11 @@ pub struct Args {
     /// Largest query image, in megapixels.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     max_megapixels: u64,
+    /// Let pages from this web origin call the API from a browser (CORS), e.g.
+    /// https://rom1504.github.io for clip-retrieval's hosted front-end; `*` for any. Repeat
+    /// for several. None by default: other sites cannot read the collection through a browser.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
     /// HNSW candidates kept while searching (ef).
     #[arg(long, default_value_t = align_search::ann::EXPANSION_SEARCH as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     ef: u64,
@@ -50,7 +55,20 @@ recorded by the first index's align.json.
 
 Stdout: one JSON line {\"url\": ..., \"indices\": [...]} once listening; logs go to stderr.";
 
+/// Whether `origin` is not `scheme://host[:port]`.
+fn origin_invalid(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return true;
+    };
+    scheme.is_empty() || rest.is_empty() || rest.contains('/') || !origin.is_ascii()
+}
+
 pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    for origin in &args.cors_origins {
+        if origin != "*" && origin_invalid(origin) {
+            bail!("--cors-origin {origin:?}: expected an origin such as https://example.org, or *");
+        }
+    }
     let mut indices: Vec<(String, Collection)> = Vec::new();
     for spec in &args.indices {
         let Some((name, out)) = spec.split_once('=') else {
@@ -87,15 +105,16 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
         bail!("the model's embeddings have {dim} values, an index's have {d}");
     }
     let decode = model.decode;
-    let limits = align_serve::Limits {
+    let options = align_serve::Options {
         body_bytes: (args.max_body_mb as usize) << 20,
         results: args.max_results as usize,
+        cors_origins: args.cors_origins.clone(),
     };
     let names: Vec<String> = indices.iter().map(|(n, _)| n.clone()).collect();
     let state = Arc::new(align_serve::State::new(
         indices,
         Box::new(model),
-        limits,
+        options,
         decode,
     ));
 

@@ -9,16 +9,17 @@ use align_search::{Collection, Method, Modality, dedup};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State as Shared};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Method as HttpMethod, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::ApiError;
-use crate::{State, thumbnail};
+use crate::{EncodeError, Encoder, State, thumbnail};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -26,6 +27,7 @@ const PAGE: &str = include_str!("page.html");
 const DEFAULT_RESULTS: usize = 40;
 
 pub fn router(state: Arc<State>) -> Router {
+    let cors = cors(&state.options.cors_origins);
     Router::new()
         .route("/", get(page))
         .route("/indices-list", get(indices_list))
@@ -38,7 +40,22 @@ pub fn router(state: Arc<State>) -> Router {
         // Bodies are read with `read_body` (a JSON 413), not axum's limit (plain text).
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(cors)
         .with_state(state)
+}
+
+/// Cross-origin access for `origins` only (`*`: any); none when empty.
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([HttpMethod::GET, HttpMethod::POST])
+        .allow_headers([header::CONTENT_TYPE]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(AllowOrigin::list(
+            origins.iter().filter_map(|o| o.parse::<HeaderValue>().ok()),
+        ))
+    }
 }
 
 /// Counts every request and its latency under its route.
@@ -96,7 +113,7 @@ async fn not_found() -> ApiError {
 
 /// The body, or a 413 past the limit.
 async fn read_body(state: &State, body: Body) -> Result<Bytes, ApiError> {
-    let limit = state.limits.body_bytes;
+    let limit = state.options.body_bytes;
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError {
@@ -117,6 +134,19 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// Runs the model on the blocking pool, one query at a time.
+async fn encode(
+    state: &Arc<State>,
+    f: impl FnOnce(&mut dyn Encoder) -> Result<Vec<f32>, EncodeError> + Send + 'static,
+) -> Result<Vec<f32>, ApiError> {
+    let state = state.clone();
+    blocking(move || {
+        let mut encoder = state.encoder.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(encoder.as_mut())?)
+    })
+    .await
 }
 
 /// clip-back's `/knn-service` body. `use_mclip`, `use_safety_model`, `use_violence_detector`,
@@ -168,7 +198,7 @@ async fn knn_service(Shared(state): Shared<Arc<State>>, body: Body) -> Result<Re
             "modality \"text\": this index was built without captions (align index --text)",
         ));
     }
-    let max = state.limits.results;
+    let max = state.options.results;
     let num_images = count(
         "num_images",
         req.num_images.unwrap_or(DEFAULT_RESULTS as i64),
@@ -201,28 +231,8 @@ async fn knn_service(Shared(state): Shared<Arc<State>>, body: Body) -> Result<Re
     };
     let vector = match query {
         Query::Embedding(v) => align_search::query::normalize(v)?,
-        Query::Text(text) => {
-            let state = state.clone();
-            blocking(move || {
-                Ok(state
-                    .encoder
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .text(&text)?)
-            })
-            .await?
-        }
-        Query::Image(bytes) => {
-            let state = state.clone();
-            blocking(move || {
-                Ok(state
-                    .encoder
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .image(&bytes)?)
-            })
-            .await?
-        }
+        Query::Text(text) => encode(&state, move |e| e.text(&text)).await?,
+        Query::Image(bytes) => encode(&state, move |e| e.image(&bytes)).await?,
     };
     let deduplicate = req.deduplicate.unwrap_or(false);
     let results = blocking(move || {
@@ -295,11 +305,11 @@ async fn metadata(Shared(state): Shared<Arc<State>>, body: Body) -> Result<Respo
         Some(name) => state.index(name)?.clone(),
         None => state.indices[0].1.clone(),
     };
-    if req.ids.len() > state.limits.results {
+    if req.ids.len() > state.options.results {
         return Err(ApiError::bad_request(format!(
             "{} ids: at most {} at once",
             req.ids.len(),
-            state.limits.results
+            state.options.results
         )));
     }
     let ids = req

@@ -44,20 +44,25 @@ pub trait Encoder: Send {
     fn image(&mut self, bytes: &[u8]) -> Result<Vec<f32>, EncodeError>;
 }
 
-/// Limits on what clients may ask.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
+/// What clients may ask and who may ask from a browser.
+#[derive(Debug, Clone)]
+pub struct Options {
     /// Largest request body in bytes.
     pub body_bytes: usize,
     /// Most results (`num_images`, `num_result_ids`) one query may ask for.
     pub results: usize,
+    /// Web origins whose pages may call the API from a browser (CORS), e.g. a clip-front
+    /// hosted elsewhere; `*` for any. None by default: a page on another site must not read
+    /// a private collection through the user's browser.
+    pub cors_origins: Vec<String>,
 }
 
-impl Default for Limits {
+impl Default for Options {
     fn default() -> Self {
         Self {
             body_bytes: 16 << 20,
             results: 2_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -67,7 +72,7 @@ pub struct State {
     /// Index names and their collections, in the order given.
     pub indices: Vec<(String, Arc<Collection>)>,
     pub encoder: Mutex<Box<dyn Encoder>>,
-    pub limits: Limits,
+    pub options: Options,
     /// Decoding of query images and thumbnails.
     pub decode: align_processor::DecodeOptions,
     metrics: metrics::Metrics,
@@ -77,13 +82,13 @@ impl State {
     pub fn new(
         indices: Vec<(String, Collection)>,
         encoder: Box<dyn Encoder>,
-        limits: Limits,
+        options: Options,
         decode: align_processor::DecodeOptions,
     ) -> Self {
         Self {
             indices: indices.into_iter().map(|(n, c)| (n, Arc::new(c))).collect(),
             encoder: Mutex::new(encoder),
-            limits,
+            options,
             decode,
             metrics: metrics::Metrics::default(),
         }
