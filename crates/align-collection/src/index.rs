@@ -118,8 +118,14 @@ pub fn index(
 
 /// Compares this run's settings with `align.json` (writing it on the first run).
 fn check_settings(layout: &Layout, settings: &Settings) -> Result<()> {
-    let Some(old) = layout.read_settings()? else {
-        return write_json(&layout.settings(), settings);
+    let old = match layout.read_settings()? {
+        Some(old) => old,
+        None => match write_json(&layout.settings(), settings) {
+            Ok(()) => return Ok(()),
+            // Shards starting together race to write it (their temporary files share a name):
+            // when another run's copy is there, it is compared like any other.
+            Err(e) => layout.read_settings()?.ok_or(e)?,
+        },
     };
     let name = |s: &Settings| {
         [

@@ -327,23 +327,32 @@ impl Align {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The processor's pixel values of a batch of images (decoded first).
+    fn pixels(
+        &self,
+        sources: Vec<Source>,
+        opts: &DecodeOptions,
+    ) -> PyResult<burn::tensor::TensorData> {
+        let images = decode_all(sources, opts)?;
+        self.images
+            .preprocess_images(&images)
+            .map_err(|e| processor_error(&e))
+    }
+
     /// L2-normalised embeddings of decoded images, `batch` per forward pass.
     fn embed_sources(&self, sources: Vec<Source>, batch: usize) -> PyResult<(usize, Vec<f32>)> {
         let opts = self.images.decode_options();
         let mut rows = Vec::with_capacity(sources.len() * self.dim);
         let mut n = 0;
         for chunk in batches(sources, batch) {
-            let images = decode_all(chunk, opts)?;
-            let pixels = self
-                .images
-                .preprocess_images(&images)
-                .map_err(|e| processor_error(&e))?;
+            let count = chunk.len();
+            let pixels = self.pixels(chunk, opts)?;
             let embeds = self
                 .model()
                 .image_embeds(pixels)
                 .map_err(|e| model_error(&e))?;
             rows.extend(align_model::to_vec(embeds).map_err(|e| model_error(&e))?);
-            n += images.len();
+            n += count;
         }
         Ok((n, rows))
     }
@@ -528,11 +537,8 @@ impl Align {
                 let opts = self.images.decode_options();
                 let (mut n, mut logits, mut probs) = (0, Vec::new(), Vec::new());
                 for chunk in batches(sources, batch) {
-                    let images = decode_all(chunk, opts)?;
-                    let pixels = self
-                        .images
-                        .preprocess_images(&images)
-                        .map_err(|e| processor_error(&e))?;
+                    let count = chunk.len();
+                    let pixels = self.pixels(chunk, opts)?;
                     let model = self.model();
                     let image_embeds = model.image_embeds(pixels).map_err(|e| model_error(&e))?;
                     let l = model
@@ -542,7 +548,7 @@ impl Align {
                     drop(model);
                     logits.extend(align_model::to_vec(l).map_err(|e| model_error(&e))?);
                     probs.extend(align_model::to_vec(p).map_err(|e| model_error(&e))?);
-                    n += images.len();
+                    n += count;
                 }
                 Ok((n, logits, probs))
             })
