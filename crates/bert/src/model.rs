@@ -169,8 +169,8 @@ impl BertLayer {
         let x = out.layer_norm.forward(rows(&out.dense, attn) + queries);
         let inner = rows(&self.intermediate.dense, x.clone());
         let inner = match self.hidden_act {
-            HiddenAct::Gelu if host_ops::is_host_device(&inner.device()) => {
-                host_ops::map_in_place(inner, host_ops::gelu_inplace, gelu)
+            HiddenAct::Gelu if kernels::is_host_device(&inner.device()) => {
+                kernels::map_in_place(inner, kernels::gelu_inplace, gelu)
             }
             HiddenAct::Gelu => gelu(inner),
             HiddenAct::GeluApproximate => gelu_approximate(inner),

@@ -5,11 +5,11 @@
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-pub(crate) use host_ops::{is_host_device, silu_inplace};
+pub(crate) use kernels::{is_host_device, silu_inplace};
 
 /// `x * sigmoid(x)` of a tensor on a host device (see [`is_host_device`]).
 pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    host_ops::map_in_place(x, silu_inplace, burn::tensor::activation::silu)
+    kernels::map_in_place(x, silu_inplace, burn::tensor::activation::silu)
 }
 
 /// `x * scale` for `x` `[B, C, H, W]` and `scale` `[B, C, 1, 1]` (squeeze-excite) on a host

@@ -1,7 +1,7 @@
 //! The kernels of the vision tower's host path, on align-base's shapes (EfficientNet-B7 at
-//! 289x289), with the FMA peak of this CPU measured beside them: `cargo bench -p host-ops`.
+//! 289x289), with the FMA peak of this CPU measured beside them: `cargo bench -p kernels`.
 //!
-//! * `products/<kind>_<m>x<k>x<n>`: [`host_ops::gemm::gemm`] on every distinct 1x1 product of
+//! * `products/<kind>_<m>x<k>x<n>`: [`kernels::gemm::gemm`] on every distinct 1x1 product of
 //!   the network (`e`: an expansion, `[H*W, C]` rows times `[C, 6C]`, bias and SiLU applied as
 //!   the network does, written as panels of 16 columns ([`gemm_panels`]); `p`: a
 //!   projection, bias and residual, reading `a` as panels of 16 columns ([`gemm_from_panels`])
@@ -14,12 +14,12 @@
 //!   one core does with AVX2 (twice that is the ceiling of a 2-core product);
 //!   `fma_peak/one_thread_16_lanes`: the same with 16-lane (AVX-512) ones, where the CPU has
 //!   AVX-512F (twice the 8-lane rate where the CPU runs 512-bit operations at full width).
-//! * `silu/<n>`: [`host_ops::silu_inplace`] on n values (one thread).
+//! * `silu/<n>`: [`kernels::silu_inplace`] on n values (one thread).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use host_ops::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
+use kernels::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
 use test_support::values;
 
 /// (kind, rows, inner, columns, times in the network) for align-base at 289x289.
@@ -124,7 +124,7 @@ fn fma_chains_16_lanes(iterations: usize) -> f32 {
 
 fn fma_peak(c: &mut Criterion) {
     #[cfg(target_arch = "x86_64")]
-    if host_ops::has_avx2_fma() {
+    if kernels::has_avx2_fma() {
         let iterations = 1 << 20;
         let mut group = c.benchmark_group("fma_peak");
         // 12 chains x 8 lanes x 2 operations per iteration
@@ -133,7 +133,7 @@ fn fma_peak(c: &mut Criterion) {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
             b.iter(|| black_box(unsafe { fma_chains(black_box(iterations)) }))
         });
-        if host_ops::has_avx512f() {
+        if kernels::has_avx512f() {
             group.throughput(Throughput::Elements((iterations * 12 * 16 * 2) as u64));
             group.bench_function("one_thread_16_lanes", |b| {
                 // SAFETY: the CPU has AVX-512F (checked above).
@@ -153,7 +153,7 @@ fn silu(c: &mut Criterion) {
         group.bench_function(format!("{len}"), |b| {
             b.iter(|| {
                 // (repeated on its own output: the time does not depend on the values)
-                host_ops::silu_inplace(black_box(&mut y));
+                kernels::silu_inplace(black_box(&mut y));
             })
         });
     }
