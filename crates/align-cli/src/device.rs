@@ -64,7 +64,7 @@ pub fn resolve(choice: &Choice) -> anyhow::Result<Device> {
 
 /// Images per forward pass when `--batch-size` is not given: 1 on ndarray (burn's ops hold a
 /// whole batch's activations, and larger batches were not faster there), else 8 (on flex the
-/// vision tower's host path runs a batch's images side by side, one per thread, with no
+/// vision tower's fused path runs a batch's images side by side, one per thread, with no
 /// hand-offs between threads; on GPUs a batch fills the device).
 pub fn default_image_batch(device: &Device) -> u32 {
     #[cfg(feature = "ndarray")]

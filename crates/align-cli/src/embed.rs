@@ -39,7 +39,7 @@ pub struct TextsArgs {
 pub fn images(args: &ImagesArgs, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let start = Instant::now();
     let align = args.model.load(device)?;
-    // The vision tower's host copy (flex) is part of loading, not of the first image.
+    // The vision tower's fused copy (flex) is part of loading, not of the first image.
     align.model.vision_model.prepare();
     let loaded = Instant::now();
     let mut rows = Vec::new();

@@ -104,7 +104,7 @@ impl AlignModel {
     }
 
     /// The vision tower's inference form ([`efficientnet::EfficientNet::for_inference`]): on
-    /// flex the fused host-memory path (BatchNorms folded into its copy of the weights),
+    /// flex the fused path (BatchNorms folded into its copy of the weights),
     /// elsewhere the BatchNorms folded into the convolutions.
     pub fn prepare_for_inference(self) -> Self {
         Self {

@@ -55,7 +55,7 @@ impl AlignModel {
     /// `FloatDType::F16` on a GPU: half the weight memory and bandwidth): the towers then
     /// compute in `dtype`; the features they return, the embeddings and logits are f32. The
     /// vision BatchNorms are folded first, in the current precision, and on flex the vision
-    /// tower leaves its fused host path (f32 only) for burn's ops. `temperature` stays f32.
+    /// tower leaves its fused path (f32 only) for burn's ops. `temperature` stays f32.
     /// Errors when the device has no such type.
     pub fn with_float_dtype(self, dtype: FloatDType) -> Result<Self> {
         let device = self.temperature.val().device();

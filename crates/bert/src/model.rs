@@ -169,7 +169,7 @@ impl BertLayer {
         let x = out.layer_norm.forward(rows(&out.dense, attn) + queries);
         let inner = rows(&self.intermediate.dense, x.clone());
         let inner = match self.hidden_act {
-            HiddenAct::Gelu if kernels::is_host_device(&inner.device()) => {
+            HiddenAct::Gelu if kernels::is_fused_device(&inner.device()) => {
                 kernels::map_in_place(inner, kernels::gelu_inplace, gelu)
             }
             HiddenAct::Gelu => gelu(inner),

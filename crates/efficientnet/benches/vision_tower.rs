@@ -2,7 +2,7 @@
 //! default device (`BURN_DEVICE` overrides). Weights are random: speed does not depend on them.
 //!
 //! `cargo bench -p efficientnet` (add `-- --quick` for a short run). `batch_N` is the inference
-//! form that loading gives (`EfficientNet::for_inference`: on flex, the fused host path);
+//! form that loading gives (`EfficientNet::for_inference`: on flex, the fused path);
 //! `batch_1_burn_ops` runs the same folded network through burn's ops, and
 //! `batch_1_unfolded_bn` without BatchNorm folding, for comparison with `batch_1`.
 
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     }
     let x = Tensor::<4>::random([1, 3, 289, 289], Distribution::Uniform(-1.0, 1.0), &device);
     group.throughput(Throughput::Elements(1));
-    // What the host path buys (on flex; elsewhere both run burn's ops).
+    // What the fused path buys (on flex; elsewhere both run burn's ops).
     group.bench_function("batch_1_burn_ops", |b| {
         b.iter(|| {
             let out = burn_ops.forward(x.clone()).expect("forward");

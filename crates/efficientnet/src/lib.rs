@@ -21,14 +21,15 @@
 
 mod config;
 mod error;
-mod host;
+mod fused;
+mod in_place;
+mod layers;
 mod load;
 mod model;
-mod nhwc;
 
 pub use config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
 pub use error::{Error, Result};
-pub use model::{
-    Block, DepthwiseLayer, DetailedOutput, EfficientNet, Embeddings, Encoder, Expansion, Output,
-    Projection, SqueezeExcite,
+pub use layers::{
+    Block, DepthwiseLayer, Embeddings, Encoder, Expansion, Projection, SqueezeExcite,
 };
+pub use model::{DetailedOutput, EfficientNet, Output};

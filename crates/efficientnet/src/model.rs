@@ -1,79 +1,19 @@
-//! The network: module tree mirroring HF's checkpoint keys, forward pass, BN folding.
+//! The network ([`EfficientNet`]): building, folding, and the forward pass through one of its
+//! [`Engine`]s.
 
-use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, relu, sigmoid, silu};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
+use crate::config::{Activation, EfficientNetConfig, PoolingType};
 use crate::error::{Error, Result};
-use crate::host;
-use crate::nhwc::HostNet;
-
-/// Stem: `ZeroPad2d(0, 1, 0, 1)` folded into the conv's padding, 3x3 stride-2 conv, BN, act.
-/// Mirrors transformers' [`EfficientNetEmbeddings`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct Embeddings {
-    pub convolution: Conv2d,
-    /// `None` once folded into `convolution`.
-    pub batchnorm: Option<BatchNorm>,
-}
-
-/// 1x1 expansion conv + BN (+ act).
-/// Mirrors transformers' [`EfficientNetExpansionLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct Expansion {
-    pub expand_conv: Conv2d,
-    pub expand_bn: Option<BatchNorm>,
-}
-
-/// Depthwise kxk conv + BN (+ act).
-/// Mirrors transformers' [`EfficientNetDepthwiseLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct DepthwiseLayer {
-    pub depthwise_conv: Conv2d,
-    pub depthwise_norm: Option<BatchNorm>,
-}
-
-/// Squeeze-excite: mean over H, W -> 1x1 conv -> act -> 1x1 conv -> sigmoid -> scale.
-/// Mirrors transformers' [`EfficientNetSqueezeExciteLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct SqueezeExcite {
-    pub reduce: Conv2d,
-    pub expand: Conv2d,
-}
-
-/// 1x1 projection conv + BN, no activation.
-/// Mirrors transformers' [`EfficientNetFinalBlockLayer`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct Projection {
-    pub project_conv: Conv2d,
-    pub project_bn: Option<BatchNorm>,
-}
-
-/// One MBConv block.
-/// Mirrors transformers' [`EfficientNetBlock`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct Block {
-    pub expansion: Option<Expansion>,
-    pub depthwise_conv: DepthwiseLayer,
-    pub squeeze_excite: SqueezeExcite,
-    pub projection: Projection,
-    #[module(skip)]
-    pub residual: bool,
-}
-
-/// `encoder.blocks` and, for standalone EfficientNet, `encoder.top_conv` / `encoder.top_bn`.
-/// Mirrors transformers' [`EfficientNetEncoder`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/efficientnet/modeling_efficientnet.py).
-#[derive(Module, Debug)]
-pub struct Encoder {
-    pub blocks: Vec<Block>,
-    pub top_conv: Option<Conv2d>,
-    pub top_bn: Option<BatchNorm>,
-}
+use crate::fused::FusedNet;
+use crate::layers::{
+    Act, Block, DepthwiseLayer, Embeddings, Encoder, Expansion, Projection, bn, conv, conv_bn,
+    conv1x1, fold,
+};
 
 /// An HF EfficientNet (`AlignVisionModel`, `EfficientNetModel`, optionally with the
 /// `EfficientNetForImageClassification` head).
@@ -92,11 +32,23 @@ pub struct EfficientNet {
     num_channels: usize,
     #[module(skip)]
     stage_ends: Vec<usize>,
-    /// The host-memory copy that runs the forward pass on flex (see [`crate::nhwc`]): `Some`
-    /// after [`EfficientNet::for_inference`] on flex, filled by [`EfficientNet::prepare`] or
-    /// the first forward pass (with `None` when the network is not one that path runs).
+    /// The fused path's copy of the weights (see [`Engine::Fused`]): `Some` after
+    /// [`EfficientNet::for_inference`] on flex, filled by [`EfficientNet::prepare`] or the
+    /// first forward pass (with `None` when the network is not one that path runs).
     #[module(skip)]
-    host_net: Option<Arc<OnceLock<Option<HostNet>>>>,
+    fused: Option<Arc<OnceLock<Option<FusedNet>>>>,
+}
+
+/// How a forward pass runs: [`EfficientNet::engine`] picks one per call.
+enum Engine<'a> {
+    /// burn's ops, on any device and float type.
+    BurnOps,
+    /// burn's ops with SiLU and the squeeze-excite scaling computed in place by [`kernels`]
+    /// (flex, f32, when the fused path is not prepared): burn-flex runs them on one thread.
+    BurnOpsInPlace,
+    /// The fused path (flex, after [`EfficientNet::for_inference`]): each image as fused
+    /// channels-last steps on [`FusedNet`]'s folded, packed weights.
+    Fused(&'a FusedNet),
 }
 
 /// Output of [`EfficientNet::forward`].
@@ -125,171 +77,6 @@ pub struct DetailedOutput {
     /// Output of the last block of every stage.
     pub stages: Vec<Tensor<4>>,
     pub output: Output,
-}
-
-fn conv(
-    channels: [usize; 2],
-    kernel: usize,
-    stride: usize,
-    padding: PaddingConfig2d,
-    groups: usize,
-    bias: bool,
-    device: &Device,
-) -> Conv2d {
-    Conv2dConfig::new(channels, [kernel, kernel])
-        .with_stride([stride, stride])
-        .with_padding(padding)
-        .with_groups(groups)
-        .with_bias(bias)
-        .init(device)
-}
-
-fn conv1x1(i: usize, o: usize, bias: bool, device: &Device) -> Conv2d {
-    conv([i, o], 1, 1, PaddingConfig2d::Valid, 1, bias, device)
-}
-
-fn bn(n: usize, eps: f64, device: &Device) -> Option<BatchNorm> {
-    Some(BatchNormConfig::new(n).with_epsilon(eps).init(device))
-}
-
-impl Block {
-    fn new(spec: &BlockSpec, eps: f64, device: &Device) -> Self {
-        let c = spec.expanded_dim;
-        let [t, l, b, r] = spec.padding;
-        Self {
-            expansion: spec.expand.then(|| Expansion {
-                expand_conv: conv1x1(spec.in_dim, c, false, device),
-                expand_bn: bn(c, eps, device),
-            }),
-            depthwise_conv: DepthwiseLayer {
-                depthwise_conv: conv(
-                    [c, c],
-                    spec.kernel_size,
-                    spec.stride,
-                    PaddingConfig2d::Explicit(t, l, b, r),
-                    c,
-                    false,
-                    device,
-                ),
-                depthwise_norm: bn(c, eps, device),
-            },
-            squeeze_excite: SqueezeExcite {
-                reduce: conv1x1(c, spec.se_dim, true, device),
-                expand: conv1x1(spec.se_dim, c, true, device),
-            },
-            projection: Projection {
-                project_conv: conv1x1(c, spec.out_dim, false, device),
-                project_bn: bn(spec.out_dim, eps, device),
-            },
-            residual: spec.residual,
-        }
-    }
-
-    fn forward(&self, x: Tensor<4>, act: Act) -> Tensor<4> {
-        let mut h = x.clone();
-        if let Some(e) = &self.expansion {
-            h = act.apply(conv_bn(&e.expand_conv, &e.expand_bn, h));
-        }
-        let dw = &self.depthwise_conv;
-        h = act.apply(conv_bn(&dw.depthwise_conv, &dw.depthwise_norm, h));
-
-        let [batch, channels, height, width] = h.dims();
-        let squeezed = h
-            .clone()
-            .reshape([batch, channels, height * width])
-            .mean_dim(2)
-            .reshape([batch, channels, 1, 1]);
-        let se = &self.squeeze_excite;
-        let scale = sigmoid(pointwise(
-            &se.expand,
-            act.apply(pointwise(&se.reduce, squeezed)),
-        ));
-        h = if act.host {
-            host::scale_channels(h, scale)
-        } else {
-            h * scale
-        };
-
-        let p = &self.projection;
-        h = conv_bn(&p.project_conv, &p.project_bn, h);
-        if self.residual { h + x } else { h }
-    }
-}
-
-/// The activation of one forward pass, and whether SiLU runs in host memory (flex, f32: see
-/// [`host`]).
-#[derive(Debug, Clone, Copy)]
-struct Act {
-    kind: Activation,
-    host: bool,
-}
-
-impl Act {
-    fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self.kind {
-            Activation::Silu if self.host => host::silu(x),
-            Activation::Silu => silu(x),
-            Activation::Relu => relu(x),
-            Activation::Gelu => gelu(x),
-        }
-    }
-}
-
-fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
-    let y = if is_pointwise(conv) {
-        pointwise(conv, x)
-    } else {
-        conv.forward(x)
-    };
-    match bn {
-        Some(bn) => bn.forward(y),
-        None => y,
-    }
-}
-
-/// A 1x1, stride-1, unpadded, ungrouped convolution: a matrix product per image.
-fn is_pointwise(conv: &Conv2d) -> bool {
-    conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && matches!(conv.padding, PaddingConfig2d::Valid)
-}
-
-/// A pointwise convolution (see [`is_pointwise`]) as one batched product `[O, I] x [I, H*W]`
-/// per image, bias added: 95 % of ALIGN's vision arithmetic. burn's matrix product is far faster
-/// on GPUs than its generic convolution, which without autotuning is a direct one (see
-/// docs/performance.md).
-fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [batch, channels, height, width] = x.dims();
-    let [out, ..] = conv.weight.dims();
-    // burn's product broadcasts the weight's batch dimension of 1 over the images.
-    let weight = conv.weight.val().reshape([1, out, channels]);
-    let y = weight.matmul(x.reshape([batch, channels, height * width]));
-    let y = match &conv.bias {
-        Some(bias) => y + bias.val().reshape([1, out, 1]),
-        None => y,
-    };
-    y.reshape([batch, out, height, width])
-}
-
-/// Folds an inference-mode BatchNorm into the preceding convolution:
-/// `w' = w * g / sqrt(var + eps)`, `b' = beta + (b - mean) * g / sqrt(var + eps)`.
-fn fold(mut conv: Conv2d, bn: Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
-    let Some(bn) = bn else {
-        return (conv, None);
-    };
-    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-    let [out, ..] = conv.weight.dims();
-    let bias = match &conv.bias {
-        Some(b) => b.val(),
-        None => Tensor::zeros([out], &scale.device()),
-    };
-    let new_bias = bn.beta.val() + (bias - bn.running_mean.value()) * scale.clone();
-    let weight = conv.weight.val() * scale.reshape([out, 1, 1, 1]);
-    conv.weight = Param::from_tensor(weight);
-    conv.bias = Some(Param::from_tensor(new_bias));
-    (conv, None)
 }
 
 impl EfficientNet {
@@ -340,7 +127,7 @@ impl EfficientNet {
             pooling: config.pooling_type,
             num_channels: config.num_channels,
             stage_ends: config.stage_ends(),
-            host_net: None,
+            fused: None,
         })
     }
 
@@ -355,7 +142,7 @@ impl EfficientNet {
             pooling,
             num_channels,
             stage_ends,
-            host_net: _,
+            fused: _,
         } = self;
         let (convolution, batchnorm) = fold(embeddings.convolution, embeddings.batchnorm);
         let blocks = encoder
@@ -412,25 +199,25 @@ impl EfficientNet {
             pooling,
             num_channels,
             stage_ends,
-            host_net: None,
+            fused: None,
         }
     }
 
-    /// The inference form. On the flex device: the fused channels-last forward pass in host
-    /// memory (see the `nhwc` module; a SiLU network with f32 weights, as ALIGN's), which runs
+    /// The inference form. On the flex device: the fused path ([`Engine::Fused`]; a SiLU
+    /// network with f32 weights, as ALIGN's), which runs
     /// on a copy of the weights with the BatchNorms folded in, made by [`Self::prepare`] or
     /// else by the first forward pass (the module itself is left as loaded, so a text-only use
     /// of a checkpoint never reads the vision weights). Elsewhere:
-    /// [`Self::fold_batch_norms`]. Call it once the weights are loaded: the host copy does not
+    /// [`Self::fold_batch_norms`]. Call it once the weights are loaded: the fused copy does not
     /// follow later changes to the module's parameters.
     pub fn for_inference(self) -> Self {
         let device = self.embeddings.convolution.weight.val().device();
-        if host::is_host_device(&device)
+        if kernels::is_fused_device(&device)
             && self.activation == Activation::Silu
             && self.float_dtype() == FloatDType::F32
         {
             Self {
-                host_net: Some(Arc::new(OnceLock::new())),
+                fused: Some(Arc::new(OnceLock::new())),
                 ..self
             }
         } else {
@@ -444,27 +231,46 @@ impl EfficientNet {
         self.embeddings.convolution.weight.val().dtype().into()
     }
 
-    /// Makes the host-memory copy of [`Self::for_inference`] now (once: every weight folded
-    /// and packed) rather than in the first forward pass; nothing to do elsewhere.
+    /// Makes the fused copy of [`Self::for_inference`] now (once: every weight folded and
+    /// packed) rather than in the first forward pass; nothing to do elsewhere.
     pub fn prepare(&self) {
-        self.host_net();
+        self.fused_net();
     }
 
-    fn host_net(&self) -> Option<&HostNet> {
-        self.host_net
+    fn fused_net(&self) -> Option<&FusedNet> {
+        self.fused
             .as_ref()?
-            .get_or_init(|| HostNet::new(self))
+            .get_or_init(|| {
+                FusedNet::new(
+                    &self.embeddings,
+                    &self.encoder,
+                    self.activation,
+                    self.pooling,
+                )
+            })
             .as_ref()
     }
 
-    /// Whether [`Self::forward`] on the model's device runs in host memory (see
-    /// [`Self::for_inference`]); makes the host copy if it is not made yet.
-    pub fn runs_on_host(&self) -> bool {
-        self.host_net().is_some()
+    /// Whether [`Self::forward`] on the model's device runs the fused path (see
+    /// [`Self::for_inference`]); makes the fused copy if it is not made yet.
+    pub fn runs_fused(&self) -> bool {
+        self.fused_net().is_some()
+    }
+
+    /// The engine for a forward pass on `device`.
+    fn engine(&self, device: &Device) -> Engine<'_> {
+        if !kernels::is_fused_device(device) {
+            return Engine::BurnOps;
+        }
+        match (self.fused_net(), self.float_dtype()) {
+            (Some(net), _) => Engine::Fused(net),
+            (None, FloatDType::F32) => Engine::BurnOpsInPlace,
+            (None, _) => Engine::BurnOps,
+        }
     }
 
     /// Whether any BatchNorm is left in the module (false after [`Self::fold_batch_norms`]; a
-    /// module that [`Self::runs_on_host`] keeps them and folds them into its host copy).
+    /// module that [`Self::runs_fused`] keeps them and folds them into its fused copy).
     pub fn has_batch_norms(&self) -> bool {
         self.embeddings.batchnorm.is_some()
             || self.encoder.top_bn.is_some()
@@ -494,15 +300,15 @@ impl EfficientNet {
     /// The forward pass; with `keep`, also the stem's and every stage's output.
     fn run(&self, pixel_values: Tensor<4>, keep: bool) -> Result<Run> {
         self.check_input(pixel_values.dims())?;
-        if host::is_host_device(&pixel_values.device())
-            && let Some(net) = self.host_net()
-        {
-            return Ok(self.run_on_host(net, pixel_values, keep));
-        }
+        let in_place = match self.engine(&pixel_values.device()) {
+            Engine::Fused(net) => return Ok(self.run_fused(net, pixel_values, keep)),
+            Engine::BurnOpsInPlace => true,
+            Engine::BurnOps => false,
+        };
         let dtype = self.float_dtype();
         let act = Act {
             kind: self.activation,
-            host: host::is_host_device(&pixel_values.device()) && dtype == FloatDType::F32,
+            in_place,
         };
         let pixel_values = pixel_values.cast(dtype);
         let e = &self.embeddings;
@@ -541,8 +347,8 @@ impl EfficientNet {
         })
     }
 
-    /// [`Self::run`] through the host copy, one image at a time.
-    fn run_on_host(&self, net: &HostNet, pixel_values: Tensor<4>, keep: bool) -> Run {
+    /// [`Self::run`] on the fused path, one image at a time.
+    fn run_fused(&self, net: &FusedNet, pixel_values: Tensor<4>, keep: bool) -> Run {
         let device = pixel_values.device();
         let [batch, channels, height, width] = pixel_values.dims();
         let pixels: Vec<f32> = pixel_values

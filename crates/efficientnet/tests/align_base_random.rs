@@ -27,10 +27,10 @@ fn align_base_random_photos() {
     let config = EfficientNetConfig::from_file(dir.join("config.json")).expect("config");
     assert_eq!(config.blocks().len(), 55);
     let model = EfficientNet::from_pretrained_dir(&dir, &device).expect("load");
-    // Folded, in the module or (flex) in its host copy.
-    assert!(model.runs_on_host() || !model.has_batch_norms());
+    // Folded, in the module or (flex) in its fused copy.
+    assert!(model.runs_fused() || !model.has_batch_norms());
     if let Ok(name) = std::env::var("BURN_DEVICE") {
-        assert_eq!(model.runs_on_host(), name == "flex", "device {name}");
+        assert_eq!(model.runs_fused(), name == "flex", "device {name}");
     }
 
     let mut worst_pooled = 0.0f32;

@@ -1,7 +1,7 @@
 //! Tiny random checkpoints made by transformers (tests/reference/make_efficientnet_fixtures.py):
 //! pooled output within 1e-5 of the float64 value (2e-5 of transformers' float32 output),
 //! relative to the output's scale where it exceeds 1,
-//! intermediates within 1e-4, with and without BatchNorm folding (folded: the fused host path
+//! intermediates within 1e-4, with and without BatchNorm folding (folded: the fused path
 //! on flex).
 
 mod common;
@@ -15,7 +15,7 @@ use test_support::float_tensor;
 /// network (`pooled_f64.npy`, what every float32 implementation approximates). Float32
 /// rounding is relative, so the bound scales with the largest pooled value where that exceeds
 /// 1: on the top-conv case (values up to 4.67) transformers' own float32 output is 4.5e-6 from
-/// the float64 value, ours 6.7e-6 through burn's ops and 8.1e-6 to 1.1e-5 on the fused host
+/// the float64 value, ours 6.7e-6 through burn's ops and 8.1e-6 to 1.1e-5 on the fused
 /// path (depending on the order of a sum), so an absolute 1e-5 is not a stable bound there.
 const POOLED_TOL: f32 = 1e-5;
 /// Against transformers' float32 output (both sides carry float32 error), at unit scale.
@@ -65,14 +65,10 @@ fn check(case: &str, fold: bool) {
             .expect("load");
         m
     };
-    assert_eq!(model.has_batch_norms(), !fold || model.runs_on_host());
-    // The loaded (folded) model runs the fused host path on flex, burn's ops elsewhere.
+    assert_eq!(model.has_batch_norms(), !fold || model.runs_fused());
+    // The loaded (folded) model runs the fused path on flex, burn's ops elsewhere.
     if let Ok(name) = std::env::var("BURN_DEVICE") {
-        assert_eq!(
-            model.runs_on_host(),
-            fold && name == "flex",
-            "device {name}"
-        );
+        assert_eq!(model.runs_fused(), fold && name == "flex", "device {name}");
     }
     let x = float_tensor::<4>(&dir.join("pixel_values.npy"), &device);
     let out = model

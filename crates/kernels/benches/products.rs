@@ -1,4 +1,4 @@
-//! The kernels of the vision tower's host path, on align-base's shapes (EfficientNet-B7 at
+//! The kernels of the vision tower's fused path, on align-base's shapes (EfficientNet-B7 at
 //! 289x289), with the FMA peak of this CPU measured beside them: `cargo bench -p kernels`.
 //!
 //! * `products/<kind>_<m>x<k>x<n>`: [`kernels::gemm::gemm`] on every distinct 1x1 product of

@@ -24,8 +24,10 @@ pub mod gemm;
 pub use activation::{gelu_inplace, silu_inplace};
 pub use cpu::{has_avx2_fma, has_avx512f};
 
-/// Whether `device` keeps its tensors in host memory with zero-copy `into_data` (flex).
-pub fn is_host_device(device: &Device) -> bool {
+/// Whether `device` runs the fused CPU path: it keeps its tensors in host memory with
+/// zero-copy `into_data` (flex), so the kernels here can work on them in place. Model code
+/// asks this, and only this, about the device.
+pub fn is_fused_device(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
         *device == Device::flex()
@@ -37,8 +39,8 @@ pub fn is_host_device(device: &Device) -> bool {
     }
 }
 
-/// Applies `f` in place to the values of a float32 tensor on a host device (see
-/// [`is_host_device`]), in parallel chunks; a tensor of another float type goes through
+/// Applies `f` in place to the values of a float32 tensor on a fused device (see
+/// [`is_fused_device`]), in parallel chunks; a tensor of another float type goes through
 /// `fallback` (burn's own op).
 pub fn map_in_place<const D: usize>(
     x: Tensor<D>,

@@ -1,10 +1,10 @@
-//! The forward pass in host memory, channels-last, for the flex backend.
+//! The fused path: the forward pass in host memory, channels-last, on the flex backend.
 //!
 //! On flex, burn runs the network op by op on NCHW tensors: each 1x1 convolution is a `gemm`
 //! call, then bias, SiLU, the squeeze-excite scaling and the residual add are separate passes
 //! over memory, and the depthwise convolutions walk NCHW planes with a padded copy of their
-//! input. [`HostNet`] holds the weights, BatchNorms folded in, as plain `f32` arrays (made
-//! once, by [`EfficientNet::prepare`](crate::EfficientNet::prepare) or the first forward
+//! input. [`FusedNet`] holds the weights, BatchNorms folded in, as plain `f32` arrays (made
+//! once, by [`crate::EfficientNet::prepare`] or the first forward
 //! pass; 1x1 weights packed for [`kernels::gemm`]) and runs an image as a sequence of fused
 //! steps on NHWC buffers that are reused from one call to the next:
 //!
@@ -37,8 +37,8 @@ use kernels::depthwise::{Depthwise, Layout, PANEL};
 use kernels::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
 use rayon::prelude::*;
 
-use crate::config::PoolingType;
-use crate::model::{Block, EfficientNet};
+use crate::config::{Activation, PoolingType};
+use crate::layers::{Block, Embeddings, Encoder, fold};
 
 /// A 1x1 convolution (or an im2col'd one): `out[M, n] = in[M, k] · weight + bias`.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ struct SqueezeExcite {
 }
 
 #[derive(Debug)]
-struct HostBlock {
+struct FusedBlock {
     expansion: Option<Pointwise>,
     depthwise: Depthwise,
     squeeze_excite: SqueezeExcite,
@@ -75,7 +75,7 @@ struct Stem {
     padding: [usize; 4],
 }
 
-/// A buffer from [`HostNet`]'s pool: the first `len` values of a vector that keeps its full
+/// A buffer from [`FusedNet`]'s pool: the first `len` values of a vector that keeps its full
 /// length in the pool, so that taking it again writes nothing (no zero-fill of memory that
 /// is about to be overwritten).
 struct Buf {
@@ -118,20 +118,20 @@ impl Map {
     }
 }
 
-/// What [`HostNet::run`] returns for one image.
-pub(crate) struct HostOutput {
+/// What [`FusedNet::run`] returns for one image.
+pub(crate) struct FusedOutput {
     pub embeddings: Option<Tensor<4>>,
     pub stages: Vec<Tensor<4>>,
     pub last_hidden_state: Tensor<4>,
     pub pooled: Vec<f32>,
 }
 
-/// The folded network's weights in host memory, ready for [`HostNet::run`]; see the module
+/// The folded network's weights in host memory, ready for [`FusedNet::run`]; see the module
 /// documentation.
 #[derive(Debug)]
-pub(crate) struct HostNet {
+pub(crate) struct FusedNet {
     stem: Stem,
-    blocks: Vec<HostBlock>,
+    blocks: Vec<FusedBlock>,
     top: Option<Pointwise>,
     pooling: PoolingType,
     /// Scratch buffers, kept between calls (at their full length) so that their pages stay
@@ -149,30 +149,15 @@ fn weights(param: &Param<Tensor<4>>) -> Option<(Vec<f32>, [usize; 4])> {
     Some((t.into_data().try_into_vec::<f32>().ok()?, dims))
 }
 
-/// A conv's weight `[out, in, kh, kw]` (with its dims) and bias, with `bn` folded in as
-/// [`EfficientNet::fold_batch_norms`] does: `w * g / sqrt(var + eps)`,
-/// `beta + (b - mean) * g / sqrt(var + eps)`.
+/// A conv's weight `[out, in, kh, kw]` (with its dims) and bias, with `bn` folded in by
+/// [`fold`] (the fold of [`crate::EfficientNet::fold_batch_norms`]).
 fn folded(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<(Vec<f32>, [usize; 4], Vec<f32>)> {
-    let (mut w, dims) = weights(&conv.weight)?;
-    let out = dims[0];
-    let mut bias = match &conv.bias {
+    let (conv, _) = fold(conv.clone(), bn.clone());
+    let (w, dims) = weights(&conv.weight)?;
+    let bias = match &conv.bias {
         Some(b) => values(b)?,
-        None => vec![0.0; out],
+        None => vec![0.0; dims[0]],
     };
-    if let Some(bn) = bn {
-        let state = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().ok();
-        let gamma = values(&bn.gamma)?;
-        let beta = values(&bn.beta)?;
-        let mean = state(bn.running_mean.value())?;
-        let var = state(bn.running_var.value())?;
-        let eps = bn.epsilon as f32;
-        let per = w.len() / out.max(1);
-        for (o, (row, b)) in w.chunks_exact_mut(per).zip(bias.iter_mut()).enumerate() {
-            let scale = gamma[o] / (var[o] + eps).sqrt();
-            row.iter_mut().for_each(|v| *v *= scale);
-            *b = beta[o] + (*b - mean[o]) * scale;
-        }
-    }
     Some((w, dims, bias))
 }
 
@@ -194,19 +179,24 @@ fn pointwise(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<Pointwise> {
     })
 }
 
-impl HostNet {
+impl FusedNet {
     /// Copies the weights of a SiLU network, folding the BatchNorms that are still there;
     /// `None` when the network is not one this path runs (other activations, non-f32
     /// weights, unusual convs).
-    pub(crate) fn new(net: &EfficientNet) -> Option<Self> {
-        if net.activation != crate::Activation::Silu {
+    pub(crate) fn new(
+        embeddings: &Embeddings,
+        encoder: &Encoder,
+        activation: Activation,
+        pooling: PoolingType,
+    ) -> Option<Self> {
+        if activation != Activation::Silu {
             return None;
         }
-        let conv = &net.embeddings.convolution;
+        let conv = &embeddings.convolution;
         if conv.stride[0] != conv.stride[1] || conv.groups != 1 {
             return None;
         }
-        let (w, dims, bias) = folded(conv, &net.embeddings.batchnorm)?;
+        let (w, dims, bias) = folded(conv, &embeddings.batchnorm)?;
         let [n, in_channels, kernel, kw] = dims;
         if kernel != kw {
             return None;
@@ -221,21 +211,20 @@ impl HostNet {
             stride: conv.stride[0],
             padding: padding(conv),
         };
-        let blocks = net
-            .encoder
+        let blocks = encoder
             .blocks
             .par_iter()
-            .map(HostBlock::new)
+            .map(FusedBlock::new)
             .collect::<Option<Vec<_>>>()?;
-        let top = match &net.encoder.top_conv {
-            Some(c) => Some(pointwise(c, &net.encoder.top_bn)?),
+        let top = match &encoder.top_conv {
+            Some(c) => Some(pointwise(c, &encoder.top_bn)?),
             None => None,
         };
         Some(Self {
             stem,
             blocks,
             top,
-            pooling: net.pooling,
+            pooling,
             pool: Mutex::new(Vec::new()),
         })
     }
@@ -286,7 +275,7 @@ impl HostNet {
         stage_ends: &[usize],
         keep: bool,
         device: &burn::tensor::Device,
-    ) -> HostOutput {
+    ) -> FusedOutput {
         let mut x = self.stem(pixels, height, width);
         let embeddings = keep.then(|| x.to_nchw(device));
         let mut stages = Vec::new();
@@ -322,7 +311,7 @@ impl HostNet {
         };
         let last_hidden_state = x.to_nchw(device);
         self.give(x.data);
-        HostOutput {
+        FusedOutput {
             embeddings,
             stages,
             last_hidden_state,
@@ -375,7 +364,7 @@ impl HostNet {
     }
 }
 
-impl HostBlock {
+impl FusedBlock {
     fn new(b: &Block) -> Option<Self> {
         let dw = &b.depthwise_conv.depthwise_conv;
         let (w, [c, one, kernel, kw], dw_bias) = folded(dw, &b.depthwise_conv.depthwise_norm)?;
@@ -398,7 +387,7 @@ impl HostBlock {
         })
     }
 
-    fn forward(&self, net: &HostNet, x: Map) -> Map {
+    fn forward(&self, net: &FusedNet, x: Map) -> Map {
         let dw = &self.depthwise;
         let (ho, wo) = dw.output_size(x.height, x.width);
         let (mut h, sums, h_panels) = match &self.expansion {
@@ -512,7 +501,7 @@ impl Pointwise {
 /// in the same order as without bands: only where the expanded rows live changes (a ring
 /// that stays in cache instead of the whole map in memory).
 fn expand_depthwise(
-    net: &HostNet,
+    net: &FusedNet,
     e: &Pointwise,
     dw: &Depthwise,
     x: &Map,
@@ -589,7 +578,7 @@ fn expand_depthwise(
 /// Depthwise convolution `dw` + bias + SiLU of `input` (`[height, width, C]`, a block without
 /// expansion); returns the output (`[ho, wo, C]`) and its per-channel sums.
 fn depthwise(
-    net: &HostNet,
+    net: &FusedNet,
     dw: &Depthwise,
     input: &[f32],
     height: usize,
@@ -622,7 +611,7 @@ mod tests {
     #[test]
     fn expansion_in_bands_equals_one_pass_over_the_map() {
         // a network without layers: its buffer pool only
-        let net = HostNet {
+        let net = FusedNet {
             stem: Stem {
                 conv: Pointwise {
                     weight: Packed::from_out_in(&[], 0, 0),

@@ -1,18 +1,18 @@
-//! The flex backend's host-memory fast paths inside burn's op graph (when the fused
-//! [`crate::nhwc`] path is not in use): SiLU from [`host_ops`] and the squeeze-excite channel
-//! scaling (burn-flex's broadcasting multiply runs on one thread).
+//! burn's ops with two of them computed in place on flex tensors (the engine
+//! `BurnOpsInPlace`, when the fused path is not in use): SiLU from [`kernels`] and the
+//! squeeze-excite channel scaling (burn-flex's broadcasting multiply runs on one thread).
 
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-pub(crate) use kernels::{is_host_device, silu_inplace};
+use kernels::silu_inplace;
 
-/// `x * sigmoid(x)` of a tensor on a host device (see [`is_host_device`]).
+/// `x * sigmoid(x)` of a tensor on a fused device (see [`kernels::is_fused_device`]).
 pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     kernels::map_in_place(x, silu_inplace, burn::tensor::activation::silu)
 }
 
-/// `x * scale` for `x` `[B, C, H, W]` and `scale` `[B, C, 1, 1]` (squeeze-excite) on a host
+/// `x * scale` for `x` `[B, C, H, W]` and `scale` `[B, C, 1, 1]` (squeeze-excite) on a fused
 /// device: in place, one (b, c) plane per task. burn-flex's broadcasting multiply runs on one
 /// thread.
 pub(crate) fn scale_channels(x: Tensor<4>, scale: Tensor<4>) -> Tensor<4> {
