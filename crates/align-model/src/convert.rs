@@ -30,7 +30,7 @@ pub struct ConvertReport {
     pub source_format: WeightsFormat,
     /// Seconds to load the source checkpoint.
     pub source_load_s: f64,
-    /// Seconds to open the converted `model.bpk` (`AlignModel::load`; its tensors are read
+    /// Seconds to open the converted `model.bpk` (`AlignModel::from_weights`; its tensors are read
     /// from the file on first use, not counted here).
     pub converted_load_s: f64,
     /// Largest absolute difference between the source and the converted model on the
@@ -84,10 +84,10 @@ pub fn convert_weights(
 
     step("loading the converted model");
     let start = Instant::now();
-    let converted = AlignModel::load(
-        &config,
+    let converted = AlignModel::from_weights(
         &output.join(BURNPACK_FILE),
         WeightsFormat::Burnpack,
+        &config,
         device,
     )?;
     let converted_load_s = start.elapsed().as_secs_f64();

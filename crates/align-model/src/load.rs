@@ -88,14 +88,15 @@ impl AlignModel {
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let files = ModelFiles::find(dir)?;
         let config = AlignConfig::from_file(&files.config)?;
-        Self::load(&config, &files.weights, files.format, device)
+        Self::from_weights(&files.weights, files.format, &config, device)
     }
 
-    /// Builds the model for `config`, loads `weights` and folds the vision BatchNorms.
-    pub fn load(
-        config: &AlignConfig,
+    /// Builds the model for `config`, loads `weights` (stored as `format`) and prepares it for
+    /// inference ([`Self::prepare_for_inference`]).
+    pub fn from_weights(
         weights: &Path,
         format: WeightsFormat,
+        config: &AlignConfig,
         device: &Device,
     ) -> Result<Self> {
         let mut model = Self::new(config, device)?;

@@ -37,7 +37,7 @@ impl Align {
         let config = AlignConfig::from_file(&files.config)?;
         let images = ImageProcessor::from_dir(&files.dir)?;
         let tokenizer = TextTokenizer::from_dir(&files.dir)?;
-        let model = AlignModel::load(&config, &files.weights, files.format, device)?;
+        let model = AlignModel::from_weights(&files.weights, files.format, &config, device)?;
         Ok(Self {
             model,
             config,

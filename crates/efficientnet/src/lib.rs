@@ -7,7 +7,7 @@
 //!
 //! let device = Device::default();
 //! // a directory with config.json (ALIGN or EfficientNet) and model.safetensors
-//! let model = EfficientNet::from_pretrained_dir("align-base", &device)?;
+//! let model = EfficientNet::from_dir("align-base", &device)?;
 //! let pixels = Tensor::<4>::zeros([1, 3, 289, 289], &device);
 //! let out = model.forward(pixels)?;
 //! assert_eq!(out.pooler_output.dims(), [1, 640]);

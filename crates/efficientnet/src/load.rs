@@ -26,18 +26,18 @@ fn hf_key(path: &str) -> String {
 }
 
 impl EfficientNet {
-    /// Reads `dir/config.json` and `dir/model.safetensors` and folds the BatchNorms.
-    pub fn from_pretrained_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+    /// Reads `dir/config.json` and `dir/model.safetensors` and returns the inference form.
+    pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = EfficientNetConfig::from_file(dir.join("config.json"))?;
-        Self::from_safetensors(&config, dir.join("model.safetensors"), device)
+        Self::from_safetensors(dir.join("model.safetensors"), &config, device)
     }
 
     /// Builds the network for `config`, loads `path` and returns its inference form
     /// ([`EfficientNet::for_inference`]: BatchNorms folded into the convs).
     pub fn from_safetensors(
-        config: &EfficientNetConfig,
         path: impl AsRef<Path>,
+        config: &EfficientNetConfig,
         device: &Device,
     ) -> Result<Self> {
         let mut model = Self::new(config, device)?;

@@ -26,7 +26,7 @@ fn align_base_random_photos() {
     let device = Device::default();
     let config = EfficientNetConfig::from_file(dir.join("config.json")).expect("config");
     assert_eq!(config.blocks().len(), 55);
-    let model = EfficientNet::from_pretrained_dir(&dir, &device).expect("load");
+    let model = EfficientNet::from_dir(&dir, &device).expect("load");
     // Folded, in the module or (flex) in its fused copy.
     assert!(model.runs_fused() || !model.has_batch_norms());
     if let Ok(name) = std::env::var("BURN_DEVICE") {

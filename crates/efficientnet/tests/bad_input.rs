@@ -12,7 +12,7 @@ fn config_of(case: &str) -> serde_json::Value {
 }
 
 fn model(case: &str) -> EfficientNet {
-    EfficientNet::from_pretrained_dir(fixtures().join(case), &Device::default()).expect("load")
+    EfficientNet::from_dir(fixtures().join(case), &Device::default()).expect("load")
 }
 
 #[test]
@@ -57,8 +57,8 @@ fn checkpoint_of_another_width() {
     cfg["width_coefficient"] = 0.5.into();
     let config = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
     let err = EfficientNet::from_safetensors(
-        &config,
         fixtures().join("align_odd33/model.safetensors"),
+        &config,
         &Device::default(),
     )
     .unwrap_err();
@@ -91,7 +91,7 @@ fn checkpoint_of_another_depth() {
     let mut cfg = config_of("align_odd33");
     cfg["depth_coefficient"] = 2.0.into();
     let deeper = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
-    let err = EfficientNet::from_safetensors(&deeper, &path, &Device::default()).unwrap_err();
+    let err = EfficientNet::from_safetensors(&path, &deeper, &Device::default()).unwrap_err();
     // blocks move between stages, so the first problem found is a shape or a missing key
     assert!(
         matches!(&err, Error::MissingKey { key, .. } | Error::ShapeMismatch { key, .. } if key.starts_with("encoder.blocks.")),
@@ -99,7 +99,7 @@ fn checkpoint_of_another_depth() {
     );
     cfg["depth_coefficient"] = 1.0.into();
     let shallower = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
-    let err = EfficientNet::from_safetensors(&shallower, &path, &Device::default()).unwrap_err();
+    let err = EfficientNet::from_safetensors(&path, &shallower, &Device::default()).unwrap_err();
     assert!(
         matches!(
             &err,
@@ -116,8 +116,8 @@ fn top_conv_checkpoint_with_align_config() {
     cfg["model_type"] = "align_vision_model".into();
     let config = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
     let err = EfficientNet::from_safetensors(
-        &config,
         fixtures().join("efficientnet_top40/model.safetensors"),
+        &config,
         &Device::default(),
     )
     .unwrap_err();
@@ -131,8 +131,8 @@ fn top_conv_checkpoint_with_align_config() {
 fn missing_checkpoint_file() {
     let config = EfficientNetConfig::from_file(fixtures().join("align_odd33/config.json")).unwrap();
     let err = EfficientNet::from_safetensors(
-        &config,
         "/nonexistent/model.safetensors",
+        &config,
         &Device::default(),
     )
     .unwrap_err();

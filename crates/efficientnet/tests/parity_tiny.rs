@@ -58,7 +58,7 @@ fn check(case: &str, fold: bool) {
     let device = Device::default();
     let config = EfficientNetConfig::from_file(dir.join("config.json")).expect("config");
     let model = if fold {
-        EfficientNet::from_pretrained_dir(&dir, &device).expect("load")
+        EfficientNet::from_dir(&dir, &device).expect("load")
     } else {
         let mut m = EfficientNet::new(&config, &device).expect("build");
         m.load_safetensors(dir.join("model.safetensors"))
