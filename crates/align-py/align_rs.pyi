@@ -54,6 +54,11 @@ class Align:
     def device(self) -> str:
         """The burn backend the model runs on."""
         ...
+    def decode(self, images: Iterable[Image]) -> List[npt.NDArray[np.uint8]]:
+        """The RGB pixels the processor decodes from each image, uint8 [H, W, 3] arrays in
+        list order (EXIF orientation applied). ``embed_images`` on these arrays gives the same
+        embeddings as on the images. Raises as ``embed_images`` does."""
+        ...
     def embed_images(
         self, images: Iterable[Image], batch_size: Union[int, None] = None
     ) -> npt.NDArray[np.float32]:

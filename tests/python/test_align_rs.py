@@ -184,6 +184,26 @@ def test_paths_bytes_pil_images_and_arrays_give_identical_embeddings(model, tmp_
         assert np.array_equal(a, b)
 
 
+def test_decode_gives_pillows_pixels_and_the_same_embeddings(model, tmp_path):
+    paths = [PHOTOS / name for name in MIXED]
+    decoded = model.decode(paths)
+    assert len(decoded) == len(paths)
+    for path, pixels in zip(paths, decoded):
+        assert pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+        assert np.array_equal(pixels, np.asarray(Image.open(path).convert("RGB"))), path.name
+    assert np.array_equal(model.embed_images(decoded), model.embed_images(paths))
+    # EXIF orientation 6 (rotate 90 degrees clockwise) applied, as ImageOps.exif_transpose does.
+    rotated = PHOTOS / "chelsea_exif6.jpg"
+    [pixels] = model.decode([rotated.read_bytes()])
+    from PIL import ImageOps
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(rotated)).convert("RGB"))
+    assert pixels.shape == upright.shape and pixels.shape[0] > pixels.shape[1]
+    assert np.array_equal(pixels, upright)
+    with pytest.raises(ValueError, match=r"^images\[1\]: cannot decode image"):
+        model.decode([paths[0], b"not an image"])
+    assert model.decode([]) == []
+
+
 def test_bad_images_raise_and_the_next_call_works(model, tmp_path):
     good = model.embed_images(TINY_IMAGES)
     truncated = tmp_path / "truncated.jpg"

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use align_processor::{DecodeOptions, ImageProcessor, RgbImage, TextTokenizer};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, FloatDType};
-use numpy::ndarray::{Array2, ArrayD, IxDyn};
+use numpy::ndarray::{Array2, Array3, ArrayD, IxDyn};
 use numpy::{
     IntoPyArray, PyArray2, PyArray3, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
@@ -450,6 +450,30 @@ impl Align {
             "Align({:?}, device={:?}, dim={})",
             self.name, self.device, self.dim
         )
+    }
+
+    /// The RGB pixels the processor decodes from each image: a list of uint8 [H, W, 3]
+    /// arrays, one per image in list order (EXIF orientation applied, as for embedding;
+    /// PIL images and arrays come back as given, converted to RGB). `embed_images` on these
+    /// arrays gives the same embeddings as on the images themselves.
+    ///
+    /// Raises as `embed_images` does (FileNotFoundError, ValueError, TypeError).
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Bound<'py, PyArray3<u8>>>> {
+        let sources = extract_images(images)?;
+        let opts = self.images.decode_options();
+        let decoded = py.detach(|| guarded(|| decode_all(sources, opts)))?;
+        decoded
+            .into_iter()
+            .map(|img| {
+                Array3::from_shape_vec((img.height, img.width, 3), img.data)
+                    .map(|a| a.into_pyarray(py))
+                    .map_err(|e| PyRuntimeError::new_err(format!("internal error: pixels: {e}")))
+            })
+            .collect()
     }
 
     /// L2-normalised image embeddings, float32 [N, dim], one row per image in list order.
