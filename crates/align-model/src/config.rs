@@ -62,10 +62,7 @@ impl AlignConfig {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = checkpoint::read_to_string(path)?;
         Self::from_json_str(&text, path)
     }
 

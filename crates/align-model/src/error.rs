@@ -3,7 +3,8 @@ use std::path::PathBuf;
 /// Errors of the `align-model` crate; each names the file, key or shape at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
+    /// Writing the converted model's files.
+    #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
@@ -13,17 +14,9 @@ pub enum Error {
     Config { path: PathBuf, message: String },
     #[error("{dir}: {message}")]
     MissingFile { dir: PathBuf, message: String },
-    #[error("cannot read checkpoint {path}: {message}")]
-    Checkpoint { path: PathBuf, message: String },
-    #[error("checkpoint {path} is missing tensor(s): {}", keys.join(", "))]
-    MissingKeys { path: PathBuf, keys: Vec<String> },
-    #[error("checkpoint {path}: tensor `{key}` has shape {actual:?}, expected {expected:?}")]
-    ShapeMismatch {
-        path: PathBuf,
-        key: String,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
+    /// Reading `config.json` or the weights.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::Error),
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
     #[error("{0}")]

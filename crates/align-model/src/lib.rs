@@ -20,6 +20,7 @@ mod load;
 mod model;
 mod pipeline;
 
+pub use checkpoint::Error as CheckpointError;
 pub use config::AlignConfig;
 pub use convert::{ConvertReport, convert_weights};
 pub use error::{Error, Result};

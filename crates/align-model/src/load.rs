@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bert::ApplyProblem;
 use burn::module::Param;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
@@ -118,14 +117,8 @@ impl AlignModel {
     /// expected shape; integer buffers (`num_batches_tracked`, `position_ids`) and the unused
     /// text pooler are ignored.
     pub fn load_weights(&mut self, path: &Path, format: WeightsFormat) -> Result<()> {
-        std::fs::metadata(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let checkpoint_error = |message: String| Error::Checkpoint {
-            path: path.to_path_buf(),
-            message,
-        };
+        checkpoint::require_file(path)?;
+        let checkpoint_error = |message: String| checkpoint::unreadable(path, message);
         let result = match format {
             WeightsFormat::Burnpack => {
                 let mut store = BurnpackStore::from_bytes(Some(map_file(path)?))
@@ -186,7 +179,7 @@ impl AlignModel {
 /// `BurnpackStore::from_file` reads each tensor into a fresh buffer whose pages the kernel
 /// must first zero.
 fn map_file(path: &Path) -> Result<Bytes> {
-    let io = |source| Error::Io {
+    let io = |source| checkpoint::Error::Io {
         path: path.to_path_buf(),
         source,
     };
@@ -246,22 +239,8 @@ fn checkpoint_key(module_path: &str, format: WeightsFormat) -> String {
 
 fn check(result: &ApplyResult, path: &Path, format: WeightsFormat) -> Result<()> {
     let torch_layout = format != WeightsFormat::Burnpack;
-    let path = path.to_path_buf();
-    match bert::apply_problem(result, |p| checkpoint_key(p, format), torch_layout) {
-        None => Ok(()),
-        Some(ApplyProblem::Shape {
-            key,
-            expected,
-            actual,
-        }) => Err(Error::ShapeMismatch {
-            path,
-            key,
-            expected,
-            actual,
-        }),
-        Some(ApplyProblem::Missing(keys)) => Err(Error::MissingKeys { path, keys }),
-        Some(ApplyProblem::Other(message)) => Err(Error::Checkpoint { path, message }),
-    }
+    checkpoint::check_apply_result(result, path, |p| checkpoint_key(p, format), torch_layout)?;
+    Ok(())
 }
 
 /// Writes `model` (unfolded, as loaded from a checkpoint) to `path` in burn's Burnpack format:

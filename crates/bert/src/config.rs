@@ -52,10 +52,7 @@ impl BertConfig {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = checkpoint::read_to_string(path)?;
         let config: Self = serde_json::from_str(&text).map_err(|source| Error::Config {
             path: path.to_path_buf(),
             source,

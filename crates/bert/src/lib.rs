@@ -23,10 +23,11 @@ mod input;
 mod load;
 mod model;
 
+pub use checkpoint::Error as CheckpointError;
 pub use config::{BertConfig, HiddenAct};
 pub use error::{Error, Result};
 pub use input::BertInput;
-pub use load::{ApplyProblem, KEY_REMAPS, apply_problem, check_apply_result, checkpoint_key};
+pub use load::{KEY_REMAPS, checkpoint_key};
 pub use model::{
     BertAttention, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer, BertModel, BertOutput,
     BertOutputs, BertPooler, BertSelfAttention, BertSelfOutput, mean_pooled_normalized,

@@ -2,13 +2,11 @@
 
 use std::path::Path;
 
-use burn::store::{
-    ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-};
+use burn::store::{ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 
 use crate::config::BertConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::BertModel;
 
 /// Regex renames from HF BERT key names to this crate's module paths, for use with
@@ -33,19 +31,12 @@ impl BertModel {
         device: &Device,
     ) -> Result<Self> {
         let path = path.as_ref();
-        let checkpoint_error = |message: String| Error::Checkpoint {
-            path: path.to_path_buf(),
-            message,
-        };
-        std::fs::metadata(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        checkpoint::require_file(path)?;
         let mut store = SafetensorsStore::from_file(path)
             .with_from_adapter(PyTorchToBurnAdapter)
             .allow_partial(true)
             .validate(false);
-        let keys = store_keys(&mut store).map_err(checkpoint_error)?;
+        let keys = store.keys().map_err(|e| checkpoint::unreadable(path, e))?;
         let prefix = PREFIXES
             .iter()
             .copied()
@@ -55,7 +46,8 @@ impl BertModel {
             })
             .unwrap_or("");
         if !prefix.is_empty() {
-            store = store.with_key_remapping(format!("^{}", regex_escape(prefix)), "");
+            let (pattern, replacement) = checkpoint::strip_prefix(prefix);
+            store = store.with_key_remapping(pattern, replacement);
         }
         for (from, to) in KEY_REMAPS {
             store = store.with_key_remapping(*from, *to);
@@ -67,19 +59,10 @@ impl BertModel {
         let mut model = BertModel::new(config, has_pooler, device);
         let result = model
             .load_from(&mut store)
-            .map_err(|e| checkpoint_error(e.to_string()))?;
-        check_apply_result(&result, path, prefix)?;
+            .map_err(|e| checkpoint::unreadable(path, e))?;
+        checkpoint::check_apply_result(&result, path, |p| checkpoint_key(p, prefix), true)?;
         Ok(model)
     }
-}
-
-fn store_keys(store: &mut SafetensorsStore) -> std::result::Result<Vec<String>, String> {
-    use burn::store::ModuleStore;
-    store.keys().map_err(|e| e.to_string())
-}
-
-fn regex_escape(s: &str) -> String {
-    s.replace('.', r"\.")
 }
 
 /// The checkpoint key a module path was loaded from (inverse of the prefix and [`KEY_REMAPS`]
@@ -91,76 +74,4 @@ pub fn checkpoint_key(module_path: &str, prefix: &str) -> String {
         .replace("layer_norm.beta", "LayerNorm.bias")
         .replace(".layer_norm.", ".LayerNorm.");
     format!("{prefix}{key}")
-}
-
-/// What a burn-store [`ApplyResult`] says is wrong with a checkpoint, with tensors named by
-/// their checkpoint keys and shapes in the checkpoint's own layout (see [`apply_problem`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ApplyProblem {
-    Shape {
-        key: String,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
-    Missing(Vec<String>),
-    Other(String),
-}
-
-/// The first problem of `result`: a load error, else the missing tensors. `key` maps a burn
-/// module path to its checkpoint key. With `torch_layout`, 2-d Linear weight shapes are
-/// reported as PyTorch stores them (`[out, in]`; burn holds `[in, out]`).
-pub fn apply_problem(
-    result: &ApplyResult,
-    key: impl Fn(&str) -> String,
-    torch_layout: bool,
-) -> Option<ApplyProblem> {
-    if let Some(error) = result.errors.first() {
-        return Some(match error {
-            ApplyError::ShapeMismatch {
-                path: module_path,
-                expected,
-                found,
-            } => {
-                let mut expected = expected.to_vec();
-                let mut actual = found.to_vec();
-                if torch_layout
-                    && module_path.ends_with(".weight")
-                    && !module_path.contains("embeddings")
-                    && expected.len() == 2
-                {
-                    expected.reverse();
-                    actual.reverse();
-                }
-                ApplyProblem::Shape {
-                    key: key(module_path),
-                    expected,
-                    actual,
-                }
-            }
-            other => ApplyProblem::Other(other.to_string()),
-        });
-    }
-    (!result.missing.is_empty())
-        .then(|| ApplyProblem::Missing(result.missing.iter().map(|(p, _)| key(p)).collect()))
-}
-
-/// Turns the missing tensors and load errors of `result` into an [`Error`] naming checkpoint
-/// keys and shapes in the checkpoint's own layout.
-pub fn check_apply_result(result: &ApplyResult, path: &Path, prefix: &str) -> Result<()> {
-    let path = path.to_path_buf();
-    match apply_problem(result, |p| checkpoint_key(p, prefix), true) {
-        None => Ok(()),
-        Some(ApplyProblem::Shape {
-            key,
-            expected,
-            actual,
-        }) => Err(Error::ShapeMismatch {
-            path,
-            key,
-            expected,
-            actual,
-        }),
-        Some(ApplyProblem::Missing(keys)) => Err(Error::MissingKeys { path, keys }),
-        Some(ApplyProblem::Other(message)) => Err(Error::Checkpoint { path, message }),
-    }
 }

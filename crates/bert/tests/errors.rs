@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use bert::{BertConfig, BertInput, BertModel, Error};
+use bert::{BertConfig, BertInput, BertModel, CheckpointError, Error};
 use common::*;
 use safetensors::SafeTensors;
 
@@ -49,7 +49,10 @@ fn truncated_checkpoint_is_an_error() {
     let path = tmp.path().join("model.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = BertModel::from_safetensors(&path, &config(), &device()).unwrap_err();
-    assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Unreadable { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
 
@@ -61,7 +64,7 @@ fn missing_tensor_is_named() {
     });
     let err = BertModel::from_safetensors(&path, &config(), &device()).unwrap_err();
     match &err {
-        Error::MissingKeys { keys, .. } => {
+        Error::Checkpoint(CheckpointError::MissingKeys { keys, .. }) => {
             assert_eq!(keys, &["encoder.layer.1.output.dense.weight".to_string()])
         }
         other => panic!("unexpected error {other}"),
@@ -80,12 +83,12 @@ fn wrong_shape_names_key_and_shapes() {
     });
     let err = BertModel::from_safetensors(&path, &config(), &device()).unwrap_err();
     match &err {
-        Error::ShapeMismatch {
+        Error::Checkpoint(CheckpointError::ShapeMismatch {
             key,
             expected,
             actual,
             ..
-        } => {
+        }) => {
             assert_eq!(key, "encoder.layer.0.intermediate.dense.weight");
             assert_eq!(expected, &[37, 32]);
             assert_eq!(actual, &[36, 32]);
@@ -113,7 +116,10 @@ fn missing_layer_norm_is_named_with_checkpoint_key() {
 fn missing_file_is_an_io_error() {
     let err = BertModel::from_safetensors("/nonexistent/model.safetensors", &config(), &device())
         .unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Io { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("/nonexistent/model.safetensors"));
 }
 

@@ -170,10 +170,7 @@ impl EfficientNetConfig {
     /// Reads a `config.json` (ALIGN, ALIGN vision or EfficientNet).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = checkpoint::read_to_string(path)?;
         Self::parse(&text, Some(path))
     }
 

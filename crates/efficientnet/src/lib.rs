@@ -27,6 +27,7 @@ mod layers;
 mod load;
 mod model;
 
+pub use checkpoint::Error as CheckpointError;
 pub use config::{Activation, BlockSpec, EfficientNetConfig, PoolingType};
 pub use error::{Error, Result};
 pub use layers::{

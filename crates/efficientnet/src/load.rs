@@ -1,13 +1,12 @@
 //! Loading HF `model.safetensors` checkpoints.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 
 use crate::config::EfficientNetConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::EfficientNet;
 
 /// Key prefixes of the vision tower inside bigger checkpoints (`AlignModel`,
@@ -50,55 +49,16 @@ impl EfficientNet {
     /// shape; `num_batches_tracked` and tensors of other towers are ignored.
     pub fn load_safetensors(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        if let Err(source) = std::fs::metadata(path) {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-        let expected: HashMap<String, Vec<usize>> = self
-            .collect(None, None, false)
-            .into_iter()
-            .map(|t| (t.name.clone(), t.shape.to_vec()))
-            .collect();
+        checkpoint::require_file(path)?;
         let mut store = SafetensorsStore::from_file(path)
             .with_from_adapter(PyTorchToBurnAdapter)
             .with_key_remapping(PREFIXES, "")
             .allow_partial(true)
             .validate(false);
-        let result = self.load_from(&mut store).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        if let Some(error) = result.errors.into_iter().next() {
-            let message = error.to_string();
-            return Err(match error {
-                ApplyError::ShapeMismatch {
-                    path: key,
-                    expected,
-                    found,
-                } => Error::ShapeMismatch {
-                    path: path.to_path_buf(),
-                    key: hf_key(&key),
-                    expected: expected.to_vec(),
-                    actual: found.to_vec(),
-                },
-                ApplyError::DTypeMismatch { path: key, .. }
-                | ApplyError::AdapterError { path: key, .. }
-                | ApplyError::LoadError { path: key, .. } => Error::Tensor {
-                    path: path.to_path_buf(),
-                    key: hf_key(&key),
-                    message,
-                },
-            });
-        }
-        if let Some((key, _)) = result.missing.into_iter().next() {
-            return Err(Error::MissingKey {
-                path: path.to_path_buf(),
-                expected: expected.get(&key).cloned().unwrap_or_default(),
-                key: hf_key(&key),
-            });
-        }
+        let result = self
+            .load_from(&mut store)
+            .map_err(|e| checkpoint::unreadable(path, e))?;
+        checkpoint::check_apply_result(&result, path, hf_key, true)?;
         // Vision tensors the config does not describe (e.g. a top conv, extra blocks).
         if let Some(key) = result.unused.into_iter().find(|k| {
             ["embeddings.", "encoder.", "classifier."]
@@ -106,10 +66,11 @@ impl EfficientNet {
                 .any(|p| k.starts_with(p))
                 && !k.ends_with("num_batches_tracked")
         }) {
-            return Err(Error::UnexpectedKey {
+            return Err(checkpoint::Error::UnexpectedKey {
                 path: path.to_path_buf(),
                 key,
-            });
+            }
+            .into());
         }
         Ok(())
     }
