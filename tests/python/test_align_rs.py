@@ -106,6 +106,18 @@ def test_embed_texts_equals_transformers_and_the_cli(model, tmp_path):
     assert max_diff(one_by_one, got) <= 1e-6
 
 
+def test_half_precision_equals_the_cli(align_rs, model, tmp_path):
+    half = align_rs.Align.from_pretrained(str(TINY), device="flex", dtype="f16")
+    images = half.embed_images(TINY_IMAGES)
+    texts = half.embed_texts(LABELS)
+    assert images.dtype == texts.dtype == np.float32
+    assert max_diff(images, cli_npy(tmp_path, "embed-images", "--dtype", "f16",
+                                    *TINY_IMAGES)) <= 1e-6
+    assert max_diff(texts, cli_npy(tmp_path, "embed-texts", "--dtype", "f16", *LABELS)) <= 1e-6
+    # Half precision moves the embeddings (it is not the f32 computation by another name).
+    assert max_diff(images, model.embed_images(TINY_IMAGES)) > 0
+
+
 def test_zero_shot_equals_transformers_and_the_cli(model):
     logits, probs = model.zero_shot(TINY_IMAGES, LABELS)
     assert logits.dtype == probs.dtype == np.float32

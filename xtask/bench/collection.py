@@ -14,11 +14,14 @@ What is timed, model loading excluded everywhere:
     RSS (VmHWM polled from /proc).
   * `align embed-images --out x.npy <photos>`: the rate it prints on stderr after loading
     (decoding overlapped with inference, the whole array written at the end).
+  * `align_rs.Align.embed_images(paths)` from Python (crates/align-py, installed with `pip
+    install ./crates/align-py`): the same batches of 8 as `embed-images`, embeddings returned
+    as a NumPy array and saved with numpy (left out if the package is not installed).
   * Python + ONNX Runtime: a pool of worker processes (one per core, like clip-inference's
     DataLoader workers) opens each photo with PIL and runs transformers' AlignProcessor (Pillow
     path) on it; the main process stacks batches of 8 and runs the exported vision tower in an
     InferenceSession (all cores), then writes the embeddings with numpy.
-Each round runs the three once, in that order; medians over rounds are reported.
+Each round runs each once, in that order; medians over rounds are reported.
 Needs what compare.py needs (`pip install -r xtask/bench/requirements.txt`).
 """
 
@@ -121,6 +124,13 @@ def python_ort(paths, model_dir, vision_onnx, out, batch=8):
         return len(paths) / (time.perf_counter() - start)
 
 
+def python_align_rs(model, paths, out):
+    """`align_rs` from Python: images/s of embed_images on the paths (model loaded before)."""
+    start = time.perf_counter()
+    np.save(out, model.embed_images(paths, batch_size=8))
+    return len(paths) / (time.perf_counter() - start)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--align", required=True, help="the release `align` binary")
@@ -160,7 +170,15 @@ def main():
     log(f"{len(paths)} photos, {min(sizes) / 1e6:.2f}-{max(sizes) / 1e6:.2f} Mpixel "
         f"(median {statistics.median(sizes) / 1e6:.2f}), {sum(os.path.getsize(p) for p in paths) / 2**20:.0f} MiB")
 
-    results = {"index": [], "embed_images": [], "python_ort": [], "index_rss_mib": []}
+    try:
+        import align_rs
+
+        py_model = align_rs.Align.from_pretrained(converted, device="flex")
+    except ImportError:
+        log("align_rs is not installed (pip install ./crates/align-py): left out")
+        py_model = None
+    results = {"index": [], "embed_images": [], "align_rs": [], "python_ort": [],
+               "index_rss_mib": []}
     for r in range(args.rounds):
         out = os.path.join(args.work, "collection-out")
         shutil.rmtree(out, ignore_errors=True)
@@ -173,6 +191,9 @@ def main():
                               os.path.join(args.work, "collection-embed.npy"), *paths])
         m = re.search(r"(\d+) images in ([\d.]+) s", err)
         results["embed_images"].append(int(m.group(1)) / float(m.group(2)))
+        if py_model is not None:
+            results["align_rs"].append(python_align_rs(
+                py_model, paths, os.path.join(args.work, "collection-align-rs.npy")))
         if not args.skip_ort:
             results["python_ort"].append(python_ort(paths, args.model, vision_onnx,
                                                     os.path.join(args.work, "collection-ort.npy")))
@@ -183,6 +204,9 @@ def main():
     print(f"align index          {med['index']:7.2f} images/s  (peak RSS {med['index_rss_mib']:.0f} MiB)")
     print(f"align embed-images   {med['embed_images']:7.2f} images/s  -> index / embed-images "
           f"{med['index'] / med['embed_images']:.2f}x")
+    if "align_rs" in med:
+        print(f"align_rs (Python)    {med['align_rs']:7.2f} images/s  -> align_rs / embed-images "
+              f"{med['align_rs'] / med['embed_images']:.2f}x")
     if "python_ort" in med:
         print(f"Python + ONNX Runtime {med['python_ort']:6.2f} images/s  -> index / ORT pipeline "
               f"{med['index'] / med['python_ort']:.2f}x")

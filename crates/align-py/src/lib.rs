@@ -339,22 +339,34 @@ impl Align {
             .map_err(|e| processor_error(&e))
     }
 
-    /// L2-normalised embeddings of decoded images, `batch` per forward pass.
+    /// L2-normalised embeddings of decoded images, `batch` per forward pass. As in the CLI,
+    /// the next batch is decoded and preprocessed while the model runs on this one.
     fn embed_sources(&self, sources: Vec<Source>, batch: usize) -> PyResult<(usize, Vec<f32>)> {
         let opts = self.images.decode_options();
         let mut rows = Vec::with_capacity(sources.len() * self.dim);
         let mut n = 0;
-        for chunk in batches(sources, batch) {
-            let count = chunk.len();
-            let pixels = self.pixels(chunk, opts)?;
-            let embeds = self
-                .model()
-                .image_embeds(pixels)
-                .map_err(|e| model_error(&e))?;
-            rows.extend(align_model::to_vec(embeds).map_err(|e| model_error(&e))?);
-            n += count;
-        }
-        Ok((n, rows))
+        std::thread::scope(|scope| {
+            // A rendezvous channel: at most two batches of pixels in memory.
+            let (pixels_tx, pixels_rx) = std::sync::mpsc::sync_channel(0);
+            scope.spawn(move || {
+                for chunk in batches(sources, batch) {
+                    let count = chunk.len();
+                    if pixels_tx.send((count, self.pixels(chunk, opts))).is_err() {
+                        // The model failed: nothing more is wanted.
+                        break;
+                    }
+                }
+            });
+            for (count, pixels) in pixels_rx {
+                let embeds = self
+                    .model()
+                    .image_embeds(pixels?)
+                    .map_err(|e| model_error(&e))?;
+                rows.extend(align_model::to_vec(embeds).map_err(|e| model_error(&e))?);
+                n += count;
+            }
+            Ok((n, rows))
+        })
     }
 }
 
