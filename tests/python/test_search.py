@@ -117,11 +117,16 @@ def test_query_arithmetic_paths_and_metadata(collection, tmp_path):
     tar_rows = [r for r in rows if r["key"].startswith("0000")]
     assert len(tar_rows) == 6 and all(r["url"].startswith("http://example.com/") for r in tar_rows)
     assert {"width", "height", "key"} <= set(rows[0])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes((imgs / "coffee.jpg").read_bytes()[:1500])
     for bad, culprit in [(['"a cat" "dog"'], "query"), (["--embedding", tmp_path / "none.npy"], "none.npy"),
-                         (["--k", "0", "x"], "--k"), (["--index", tmp_path, "x"], "align.json")]:
+                         (["--k", "0", "x"], "--k"), (["--index", tmp_path, "x"], "align.json"),
+                         (["--image", corrupt], "corrupt.jpg"),
+                         (["--image", tmp_path / "missing.jpg"], "missing.jpg")]:
         args = ["search", "--index", out, *bad] if bad[0] != "--index" else ["search", *bad]
         proc = run_align(*args, check=False)
-        assert proc.returncode != 0 and culprit in proc.stderr, proc.stderr
+        # One line naming the culprit (clap adds a usage hint below its own).
+        assert proc.returncode != 0 and culprit in proc.stderr.splitlines()[0], proc.stderr
 
 
 class Server:
