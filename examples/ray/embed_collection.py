@@ -488,6 +488,7 @@ def embed_collection(inputs: List[str], out: str, model: str, text: bool = False
     for item in inputs:
         if not os.path.exists(item):
             raise FileNotFoundError(f"{item}: no such file or folder")
+    # Loaded here once: a model that cannot load fails the job before any work is handed out.
     dim = align_rs.Align.from_pretrained(model).dim
     settings = {"model": model_name(model), "dim": dim, "emb_dtype": emb_dtype,
                 "text": text, "shards": 1}
