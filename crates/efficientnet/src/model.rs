@@ -203,7 +203,7 @@ impl EfficientNet {
         }
     }
 
-    /// The inference form. On the flex device: the fused path ([`Engine::Fused`]; a SiLU
+    /// The inference form. On the flex device: the fused path (`Engine::Fused`; a SiLU
     /// network with f32 weights, as ALIGN's), which runs
     /// on a copy of the weights with the BatchNorms folded in, made by [`Self::prepare`] or
     /// else by the first forward pass (the module itself is left as loaded, so a text-only use

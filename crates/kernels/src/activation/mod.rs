@@ -3,7 +3,7 @@
 //!
 //! Eight lanes at a time in AVX2+FMA registers where the CPU has them ([`avx2`]: `exp` from an
 //! eight-entry table of `2^(j/8)` and a degree-4 polynomial, within 2 ulp), sixteen with
-//! AVX-512F ([`avx512`], SiLU only, bit for bit the eight-lane one), else [`portable`] scalar
+//! AVX-512F ([`avx512`], SiLU only, bit for bit the eight-lane one), else `portable` scalar
 //! code (within 2 ulp of libm).
 
 #[cfg(target_arch = "x86_64")]
