@@ -4,6 +4,7 @@ method against transformers' reference outputs for the tiny checkpoint
 inputs; every kind of image input; errors; several threads at once; the GIL released."""
 
 import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -285,6 +286,15 @@ def test_from_pretrained_arguments_and_errors(align_rs, tmp_path, monkeypatch):
     message = cli_error("embed-texts", "--model", tmp_path, "--out", tmp_path / "x.npy", "a")
     with pytest.raises(FileNotFoundError) as info:
         Align.from_pretrained(tmp_path)
+    assert str(info.value) == message
+    # A model directory without its config.json: the CLI's message, as FileNotFoundError.
+    no_config = tmp_path / "no-config"
+    shutil.copytree(TINY, no_config)
+    (no_config / "config.json").unlink()
+    message = cli_error("embed-texts", "--model", no_config, "--out", tmp_path / "x.npy", "a")
+    assert "config.json" in message
+    with pytest.raises(FileNotFoundError) as info:
+        Align.from_pretrained(no_config)
     assert str(info.value) == message
     with pytest.raises(ValueError, match='device: unknown or not compiled backend "cuda"; '
                                          'compiled: flex'):

@@ -73,15 +73,27 @@ fn processor_error(e: &align_processor::Error) -> PyErr {
 /// `FileNotFoundError` (a hub failure `OSError`, as in transformers), bad arguments
 /// `ValueError`, everything the model itself reports `RuntimeError`.
 fn model_error(e: &align_model::Error) -> PyErr {
-    use align_model::Error as E;
+    use align_model::{CheckpointError, Error as E};
+    // A model file that cannot be read, from whichever crate reports it.
+    let unreadable = match e {
+        E::Checkpoint(c)
+        | E::Text(bert::Error::Checkpoint(c))
+        | E::Vision(efficientnet::Error::Checkpoint(c)) => match c {
+            CheckpointError::Io { source, .. } => Some(source),
+            _ => None,
+        },
+        E::Io { source, .. } => Some(source),
+        _ => None,
+    };
     match e {
         // Transparent: the same message.
         E::Processor(inner) => processor_error(inner),
-        E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        _ if unreadable.is_some_and(|s| s.kind() == std::io::ErrorKind::NotFound) => {
             PyFileNotFoundError::new_err(message(e))
         }
+        _ if unreadable.is_some() => PyOSError::new_err(message(e)),
         E::MissingFile { .. } => PyFileNotFoundError::new_err(message(e)),
-        E::Io { .. } | E::Write { .. } | E::Hub { .. } => PyOSError::new_err(message(e)),
+        E::Write { .. } | E::Hub { .. } => PyOSError::new_err(message(e)),
         E::Mismatch(_) | E::Unsupported(_) => PyValueError::new_err(message(e)),
         _ => PyRuntimeError::new_err(message(e)),
     }
