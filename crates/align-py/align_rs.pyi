@@ -44,7 +44,9 @@ class Align:
 
         ``device``: ``"auto"`` (``BURN_DEVICE`` if set, else flex) or ``"flex"``.
         Raises FileNotFoundError (missing directory or file), OSError (hub), ValueError (bad
-        device or dtype), RuntimeError (broken checkpoint)."""
+        device or dtype), RuntimeError (broken checkpoint). The vision weights are packed
+        for the CPU by the first image call, so a model used for texts alone never holds
+        that copy."""
         ...
     @property
     def dim(self) -> int:

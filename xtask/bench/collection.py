@@ -174,6 +174,9 @@ def main():
         import align_rs
 
         py_model = align_rs.Align.from_pretrained(converted, device="flex")
+        # The vision weights are packed on the first image call: part of loading, as the
+        # CLI's times exclude it.
+        py_model.embed_images(paths[:1])
     except ImportError:
         log("align_rs is not installed (pip install ./crates/align-py): left out")
         py_model = None

@@ -397,6 +397,9 @@ impl Align {
     /// Raises FileNotFoundError for a missing directory or model file, OSError when the hub
     /// cannot provide the model, ValueError for a bad device or dtype, RuntimeError for a
     /// broken checkpoint.
+    ///
+    /// The vision tower's fused copy (folded, packed weights) is made by the first image call,
+    /// so a model used for texts alone never holds it.
     #[staticmethod]
     #[pyo3(signature = (name_or_dir, device = "auto", dtype = "f32"))]
     fn from_pretrained(
