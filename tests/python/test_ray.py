@@ -27,7 +27,9 @@ def load_example():
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray cluster of 2 CPUs (a head node started by this process)."""
+    """A local Ray cluster of 2 CPUs (a head node started by this process), reporting no
+    usage statistics (the tests reach no network)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"BURN_DEVICE": "flex"}})
     yield
