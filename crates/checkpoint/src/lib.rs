@@ -140,3 +140,26 @@ pub fn check_apply_result(
         keys: result.missing.iter().map(|(p, _)| key(p)).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_io_errors_naming_them() {
+        let file = Path::new("/nonexistent/model.safetensors");
+        for err in [
+            require_file(file).unwrap_err(),
+            read_to_string(file).unwrap_err(),
+        ] {
+            let Error::Io { path, source } = &err else {
+                panic!("{err}")
+            };
+            assert_eq!(
+                (path.as_path(), source.kind()),
+                (file, std::io::ErrorKind::NotFound)
+            );
+            assert!(err.to_string().contains("/nonexistent/model.safetensors"));
+        }
+    }
+}

@@ -131,22 +131,6 @@ fn top_conv_checkpoint_with_align_config() {
 }
 
 #[test]
-fn missing_checkpoint_file() {
-    let config = EfficientNetConfig::from_file(fixtures().join("align_odd33/config.json")).unwrap();
-    let err = EfficientNet::from_safetensors(
-        "/nonexistent/model.safetensors",
-        &config,
-        &Device::default(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, Error::Checkpoint(CheckpointError::Io { .. })),
-        "{err}"
-    );
-    assert!(err.to_string().contains("/nonexistent/model.safetensors"));
-}
-
-#[test]
 fn bad_config_fields() {
     let err = EfficientNetConfig::from_json_str(r#"{"hidden_act": "tanh"}"#).unwrap_err();
     assert!(
