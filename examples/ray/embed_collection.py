@@ -111,6 +111,16 @@ def list_sources(inputs: List[str], include_hidden: bool,
                  known: Dict[str, str]) -> Iterator[Dict[str, Any]]:
     """One row per image file, tar shard or unreadable input; files OUT already holds with
     the same fingerprint are left out, and so are a shard's samples it holds."""
+    shards = {item for item in inputs if item.lower().endswith(".tar")}
+    # (shard, fingerprint) -> the shard's samples OUT holds: `SHARD/KEY.EXT` paths.
+    held: Dict[tuple, List[str]] = {}
+    for p, f in known.items():
+        at = p.lower().find(".tar/")
+        while at >= 0:
+            if p[:at + 4] in shards:
+                held.setdefault((p[:at + 4], f), []).append(p)
+                break
+            at = p.lower().find(".tar/", at + 1)
     for item in inputs:
         try:
             st = os.stat(item)
@@ -121,8 +131,7 @@ def list_sources(inputs: List[str], include_hidden: bool,
             sources = walk(item, item, include_hidden)
         elif item.lower().endswith(".tar"):
             fingerprint = stamp(st)
-            done = sorted(p for p, f in known.items()
-                          if f == fingerprint and p.startswith(item + "/"))
+            done = held.get((item, fingerprint), [])
             sources = iter([{"kind": "tar", "path": item, "key": "", "caption_path": None,
                              "json_path": None, "fingerprint": fingerprint, "error": None,
                              "done": json.dumps(done)}])
@@ -449,24 +458,17 @@ def remove_temporaries(out: str, prefix: str):
                 os.remove(os.path.join(d, name))
 
 
-def commit(out: str, written: List[Dict[str, Any]]) -> int:
-    """Renames each written partition into place under the next sequence number, its
-    manifest last (the commit), as `align index` commits a partition."""
-    parts = own_partitions(out)
-    seq = int(parts[-1]) + 1 if parts else 0
-    for w in written:
-        token, manifest = w["token"], json.loads(w["manifest"])
-        name = f"{seq:06d}"
-        for folder, stem, ext in [("img_emb", "img_emb", ".npy"),
-                                  ("text_emb", "text_emb", ".npy"),
-                                  ("metadata", "metadata", ".parquet"),
-                                  ("failures", "failures", ".jsonl")]:
-            tmp = temporary(out, folder, stem, ext, token)
-            if os.path.exists(tmp):
-                os.replace(tmp, os.path.join(out, folder, f"{stem}_{name}{ext}"))
-        write_atomic(os.path.join(out, "manifest", f"{name}.json"), json.dumps(manifest))
-        seq += 1
-    return len(written)
+def commit(out: str, token: str, manifest: str, name: str) -> Dict[str, Any]:
+    """Renames a written partition into place as partition `name`, its manifest last (the
+    commit), as `align index` commits a partition; returns the manifest."""
+    for folder, stem, ext in [("img_emb", "img_emb", ".npy"), ("text_emb", "text_emb", ".npy"),
+                              ("metadata", "metadata", ".parquet"),
+                              ("failures", "failures", ".jsonl")]:
+        tmp = temporary(out, folder, stem, ext, token)
+        if os.path.exists(tmp):
+            os.replace(tmp, os.path.join(out, folder, f"{stem}_{name}{ext}"))
+    write_atomic(os.path.join(out, "manifest", f"{name}.json"), manifest)
+    return json.loads(manifest)
 
 
 # ---------------------------------------------------------------------------------------
@@ -513,16 +515,22 @@ def embed_collection(inputs: List[str], out: str, model: str, text: bool = False
                      batch_size=partition_rows, batch_format="numpy", num_cpus=0,
                      compute=ray.data.TaskPoolStrategy(size=concurrency))
     )
+    parts = own_partitions(out)
+    seq = int(parts[-1]) + 1 if parts else 0
+    done = {"embedded": 0, "failed": 0, "partitions_written": 0}
     try:
-        written = ds.take_all()
-        commit(out, written)
+        # Each partition is committed as soon as Ray hands over its result: a job that dies
+        # keeps what it committed, and running it again embeds the rest.
+        for written in ds.iter_rows():
+            manifest = commit(out, written["token"], written["manifest"], f"{seq:06d}")
+            seq += 1
+            done["embedded"] += len(manifest["rows"])
+            done["failed"] += len(manifest["failures"])
+            done["partitions_written"] += 1
     finally:
-        # What failed attempts and an interrupted job left.
+        # What failed attempts left (a job killed outright leaves them to the next run).
         remove_temporaries(out, f"ray-{run}-")
-    manifests = [json.loads(w["manifest"]) for w in written]
-    return {"embedded": sum(len(m["rows"]) for m in manifests),
-            "failed": sum(len(m["failures"]) for m in manifests),
-            "partitions_written": len(written)}
+    return done
 
 
 def main(argv: Optional[List[str]] = None) -> int:

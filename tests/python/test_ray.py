@@ -5,6 +5,8 @@ mid-run is restarted by Ray without a sample lost or written twice."""
 import importlib.util
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -153,6 +155,31 @@ def test_a_killed_worker_is_retried_without_duplicates(cluster, collection, refe
     # The killed batch's samples are in OUT once, like every other: Ray restarted the actor
     # (in a new process) and ran the batch again.
     assert result["embedded"] == reference[1]["embedded"] and result["failed"] == 5
+    same_output(out, reference)
+
+
+def test_a_killed_job_is_resumed_by_running_it_again(cluster, collection, reference, tmp_path):
+    out = tmp_path / "out"
+    # The example's own command line, as a second driver on the test's cluster.
+    job = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--address", ray.get_runtime_context().gcs_address,
+         "--model", str(TINY), "--out", str(out), "--text", "--batch-size", "2",
+         "--partition-rows", "4", *collection],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "manifest").glob("*.json")) and time.monotonic() < deadline:
+        assert job.poll() is None, "the job ended before committing a partition"
+        time.sleep(0.01)
+    assert job.poll() is None, "the job ended before it could be killed"
+    job.kill()
+    job.wait()
+    committed = read_out(out, text=True)
+    held = len(committed) + len(failures(out))
+    assert 0 < held < reference[1]["embedded"] + 5, "the kill did not come mid-run"
+
+    done = load_example().embed_collection(collection, str(out), str(TINY), text=True)
+    # Only what the killed job had not committed, and every sample once in the end.
+    assert done["embedded"] + done["failed"] == reference[1]["embedded"] + 5 - held
     same_output(out, reference)
 
 
