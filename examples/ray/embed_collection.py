@@ -424,12 +424,13 @@ def prepare_out(out: str, settings: Dict[str, Any]) -> Dict[str, str]:
             try:
                 old = json.load(f)
             except ValueError as e:
-                sys.exit(f"error: {path}: not an align.json written by `align index`: {e}")
+                raise ValueError(
+                    f"{path}: not an align.json written by `align index`: {e}") from None
         for field in ["model", "dim", "emb_dtype", "text", "shards"]:
             if old.get(field) != settings[field]:
-                sys.exit(f"error: {path}: this collection was made with {field} "
-                         f"{old.get(field)!r}, this job has {settings[field]!r}; use the same "
-                         f"settings or another --out")
+                raise ValueError(f"{path}: this collection was made with {field} "
+                                 f"{old.get(field)!r}, this job has {settings[field]!r}; use "
+                                 f"the same settings or another --out")
     else:
         write_atomic(path, json.dumps(settings, indent=2))
     remove_temporaries(out, "ray-")

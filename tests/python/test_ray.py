@@ -183,6 +183,19 @@ def test_a_killed_job_is_resumed_by_running_it_again(cluster, collection, refere
     same_output(out, reference)
 
 
+def test_a_truncated_shard_is_a_failure_as_in_align_index(cluster, tmp_path):
+    shard = tmp_path / "cut.tar"
+    write_shard(shard, 6)
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) * 2 // 3])
+    want = tmp_path / "want"
+    run_align("index", "--model", TINY, "--out", want, "--text", shard)
+    got = tmp_path / "got"
+    load_example().embed_collection([str(shard)], str(got), str(TINY), text=True)
+    same_output(got, (want, None))
+    assert list(failures(got)) == [str(shard)]
+
+
 def test_bad_arguments_are_one_line_errors(collection, tmp_path, capsys):
     example = load_example()
     code = example.main(["--model", str(TINY), "--out", str(tmp_path / "o"),
@@ -190,6 +203,19 @@ def test_bad_arguments_are_one_line_errors(collection, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing: no such file or folder" in err
+
+    # An OUT made with other settings, or whose align.json is not one: nothing written.
+    other = tmp_path / "other"
+    run_align("index", "--model", TINY, "--out", other, collection[1])
+    before = sorted(p.relative_to(other) for p in other.rglob("*"))
+    code = example.main(["--model", str(TINY), "--out", str(other), "--text", collection[1]])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0, err
+    assert "align.json: this collection was made with text False" in err
+    (other / "align.json").write_text("{not json")
+    assert example.main(["--model", str(TINY), "--out", str(other), collection[1]]) == 1
+    assert "align.json: not an align.json written by `align index`" in capsys.readouterr().err
+    assert sorted(p.relative_to(other) for p in other.rglob("*")) == before
 
     with pytest.raises(SystemExit):
         example.main(["--model", str(TINY), "--out", str(tmp_path / "o"), "--concurrency",
