@@ -28,8 +28,8 @@ use arrow_array::BooleanArray;
 use crate::error::{Error, Result, io};
 use crate::input::{ListOptions, Listed, check_inputs, list};
 use crate::layout::{
-    EmbDtype, Entry, Failure, Layout, Manifest, Settings, read_npy, read_parquet, write_atomic,
-    write_json, write_npy, write_parquet,
+    EmbDtype, Entry, Failure, Layout, Manifest, Settings, create_json, read_npy, read_parquet,
+    write_atomic, write_json, write_npy, write_parquet,
 };
 use crate::metadata::{MetaRow, to_batch};
 use crate::pipeline::{self, Embedder, Item, Progress};
@@ -120,12 +120,12 @@ pub fn index(
 fn check_settings(layout: &Layout, settings: &Settings) -> Result<()> {
     let old = match layout.read_settings()? {
         Some(old) => old,
-        None => match write_json(&layout.settings(), settings) {
-            Ok(()) => return Ok(()),
-            // Shards starting together race to write it (their temporary files share a name):
-            // when another run's copy is there, it is compared like any other.
-            Err(e) => layout.read_settings()?.ok_or(e)?,
-        },
+        // Shards starting together race to create it: the losers compare against the winner's.
+        None if create_json(&layout.settings(), settings)? => return Ok(()),
+        None => layout.read_settings()?.ok_or_else(|| Error::Io {
+            path: layout.settings(),
+            error: std::io::ErrorKind::NotFound.into(),
+        })?,
     };
     let name = |s: &Settings| {
         [

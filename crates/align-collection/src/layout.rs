@@ -206,6 +206,26 @@ pub fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp"))
 }
 
+/// Writes `value` as JSON to `path` unless `path` exists, atomically; returns whether it wrote.
+/// Runs starting together into one OUT each fill a temporary file of their own
+/// (`.NAME.PID.tmp`) and hard-link it into place, which fails for all but the first, so the
+/// file is always one run's whole text.
+pub fn create_json<T: Serialize>(path: &Path, value: &T) -> Result<bool> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    write_json(&tmp, value)?;
+    let created = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::Io {
+            path: path.to_path_buf(),
+            error: e,
+        }),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    created
+}
+
 /// Writes `value` as JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, |w| {
@@ -316,4 +336,23 @@ pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| parquet_err(e.to_string()))?;
     arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| parquet_err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_json_keeps_the_first_writers_text_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("align.json");
+        assert!(create_json(&path, &"first").unwrap());
+        assert!(!create_json(&path, &"second").unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "\"first\"\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["align.json"]);
+    }
 }
