@@ -20,6 +20,9 @@ What is timed (startup excluded everywhere):
     text; and in the very batches our CLI forms (texts sorted by token count, cut by
     `align_model::length_batches`, each padded to its longest: the [CLS] output does not depend
     on padding), which compares the engines on identical work.
+  * identical batches: long captions (more than 64 tokens, so every one is cut to 64), our
+    CLI in batches of 32 and of 1 against ONNX Runtime on the very same token ids in the same
+    batches (32 x 64 and 1 x 64): the engines on the same work, no padding to gain or lose.
   * PyTorch eager: AlignModel.get_*_features under torch.inference_mode, same inputs.
 Batches: images 8, texts 32 (the CLI's defaults on flex); ONNX Runtime also runs the images one
 at a time (batch 1), and the ratio is taken against its faster setting.
@@ -75,6 +78,17 @@ CAPTIONS = [
     "buildings, the people walking on the pavement, the cars, the trees, the light of the shops "
     "and the reflections on the wet road after the rain",
 ]
+
+
+def long_captions(n):
+    """`n` distinct captions of well over 64 tokens (alt-text-like word salad, seeded)."""
+    import random
+
+    rng = random.Random(0)
+    words = ("a photo of the red car parked near an old stone bridge over the river with trees "
+             "and people walking their dogs in the sunny afternoon light of a busy city street "
+             "market at dusk").split()
+    return [" ".join(rng.choice(words) for _ in range(90)) for _ in range(n)]
 
 
 def length_batches(lens, max_batch, pass_cost=32):
@@ -245,6 +259,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--image-batch", type=int, default=8)
     ap.add_argument("--text-batch", type=int, default=32)
+    ap.add_argument("--same-texts", type=int, default=64, help="long captions for the "
+                    "identical-batch lines (batches of 32 x 64 and 1 x 64 tokens)")
+    ap.add_argument("--skip-images", action="store_true", help="time the text tower only")
     ap.add_argument("--device", default="flex", help="our backend (flex, ndarray, wgpu)")
     ap.add_argument("--skip-torch", action="store_true", help="leave PyTorch eager out")
     ap.add_argument("--json", help="also write the results here")
@@ -314,6 +331,15 @@ def main():
         tokens64 = sum(int(b["input_ids"].shape[1]) * len(b["input_ids"]) for b in txt64)
         tokens_longest = sum(int(b["input_ids"].shape[1]) * len(b["input_ids"]) for b in txt_longest)
         txt_grouped, order = cli_batches(tok64, args.text_batch)
+        # Identical batches: every long caption is cut to 64 tokens, so our CLI's batches of
+        # 32 (or 1) are [32, 64] (or [1, 64]) like ONNX Runtime's.
+        same = long_captions(args.same_texts)
+        same_tok = processor(text=same, padding="max_length", max_length=64, truncation=True,
+                             return_tensors="pt")
+        assert int(same_tok["attention_mask"].sum()) == 64 * len(same), "a caption under 64 tokens"
+        same_batches = {b: [{k: same_tok[k][i:i + b] for k in
+                             ("input_ids", "attention_mask", "token_type_ids")}
+                            for i in range(0, len(same), b)] for b in (32, 1)}
         inverse = np.argsort(order)
         tokens_grouped = sum(int(b["input_ids"].numel()) for b in txt_grouped)
 
@@ -376,9 +402,12 @@ def main():
         del model64, vision64, text64
 
         out_img, out_txt = os.path.join(tmp, "img.npy"), os.path.join(tmp, "txt.npy")
+        out_same = os.path.join(tmp, "same.npy")
+        ort_texts(same_batches[32][0])
         results = {k: [] for k in ["cold_img", "ours_img", "base_img", "ort_img", "ort_img_b1",
                                    "torch_img", "cold_txt", "ours_txt", "base_txt", "ort_txt64",
-                                   "ort_txt_longest", "ort_txt_grouped", "torch_txt64"]}
+                                   "ort_txt_longest", "ort_txt_grouped", "torch_txt64",
+                                   "ours_same32", "ort_same32", "ours_same1", "ort_same1"]}
         loads, rss = [], []
         for r in range(args.rounds):
             def ours_and_baseline(cmd, out, items, batch, kind):
@@ -395,21 +424,27 @@ def main():
                     if name == "ours":
                         loads.append(load_s); rss.append(mem)
 
-            ours_and_baseline("embed-images", out_img, paths, args.image_batch, "img")
-            results["ort_img"].append(len(paths) / timed(ort_images, img_batches)[0])
-            results["ort_img_b1"].append(len(paths) / timed(ort_images, img_singles)[0])
-            if not args.skip_torch:
-                results["torch_img"].append(len(paths) / timed(torch_images, img_batches)[0])
+            if not args.skip_images:
+                ours_and_baseline("embed-images", out_img, paths, args.image_batch, "img")
+                results["ort_img"].append(len(paths) / timed(ort_images, img_batches)[0])
+                results["ort_img_b1"].append(len(paths) / timed(ort_images, img_singles)[0])
+                if not args.skip_torch:
+                    results["torch_img"].append(len(paths) / timed(torch_images, img_batches)[0])
             ours_and_baseline("embed-texts", out_txt, texts, args.text_batch, "txt")
             results["ort_txt64"].append(len(texts) / timed(ort_texts, txt64)[0])
             results["ort_txt_longest"].append(len(texts) / timed(ort_texts, txt_longest)[0])
             results["ort_txt_grouped"].append(len(texts) / timed(ort_texts, txt_grouped)[0])
             if not args.skip_torch:
                 results["torch_txt64"].append(len(texts) / timed(torch_texts, txt64)[0])
+            for b in (32, 1):
+                rate, _, _ = run_ours(args.align, converted, "embed-texts", out_same, same, b,
+                                      args.device)
+                results[f"ours_same{b}"].append(rate)
+                results[f"ort_same{b}"].append(len(same) / timed(ort_texts, same_batches[b])[0])
             log(f"round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{k} {v[-1]:.2f}" for k, v in results.items() if v))
 
-        ours_img = np.load(out_img)
+        ours_img = np.load(out_img) if not args.skip_images else ref_img
         ours_txt = np.load(out_txt)
         parity = {
             "ours_vs_torch_image_embeds": float(np.abs(ours_img - ref_img).max()),
@@ -435,6 +470,18 @@ def main():
           f"(batch {args.text_batch}; {tokens64} tokens padded to 64, {tokens_longest} padded to "
           f"each batch's longest, {tokens_grouped} in our length-grouped batches); "
           f"{args.rounds} interleaved rounds, medians")
+    print(f"identical batches ({len(same)} captions cut to 64 tokens), texts/s: "
+          f"32 x 64: ours {med['ours_same32']:.2f}, ONNX Runtime {med['ort_same32']:.2f}, "
+          f"ratio {med['ours_same32'] / med['ort_same32']:.2f}x; "
+          f"1 x 64: ours {med['ours_same1']:.2f}, ONNX Runtime {med['ort_same1']:.2f}, "
+          f"ratio {med['ours_same1'] / med['ort_same1']:.2f}x")
+    for b in (32, 1):
+        r = [x / o for x, o in zip(results[f"ours_same{b}"], results[f"ort_same{b}"])]
+        print(f"identical batches {b} x 64, ours / ORT round by round: " +
+              ", ".join(f"{x:.2f}" for x in r))
+    if args.skip_images:
+        for k in ("ours_img", "cold_img", "base_img", "ort_img", "ort_img_b1", "torch_img"):
+            med[k] = float("nan")
     print(f"{'':28}{'images/s':>10}{'texts/s':>10}")
     print(f"{'ours (align CLI, e2e)':28}{med['ours_img']:10.2f}{med['ours_txt']:10.2f}")
     if not args.no_warm_up:
@@ -461,9 +508,10 @@ def main():
               f"{med['cold_txt'] / med['ort_txt_grouped']:.2f}x vs ORT on our batches")
     ort_round = [max(a, b) for a, b in zip(results["ort_img"], results["ort_img_b1"])]
     r = [x / o for x, o in zip(results["ours_img"], ort_round)]
-    print(f"ours / ORT's faster setting, images, round by round: " +
-          ", ".join(f"{x:.2f}" for x in r) + f" (median {statistics.median(r):.2f}x)")
-    if args.baseline:
+    if r:
+        print(f"ours / ORT's faster setting, images, round by round: " +
+              ", ".join(f"{x:.2f}" for x in r) + f" (median {statistics.median(r):.2f}x)")
+    if args.baseline and r:
         r = [x / o for x, o in zip(results["base_img"], ort_round)]
         print(f"base / ORT's faster setting, images, round by round: " +
               ", ".join(f"{x:.2f}" for x in r) + f" (median {statistics.median(r):.2f}x)")

@@ -103,12 +103,14 @@ impl AlignModel {
         Ok(model.prepare_for_inference())
     }
 
-    /// The vision tower's inference form ([`efficientnet::EfficientNet::for_inference`]): on
-    /// flex the fused path (BatchNorms folded into its copy of the weights),
-    /// elsewhere the BatchNorms folded into the convolutions.
+    /// The towers' inference forms ([`efficientnet::EfficientNet::for_inference`]: on flex
+    /// the fused path with BatchNorms folded into its copy of the weights, elsewhere the
+    /// BatchNorms folded into the convolutions; [`bert::BertModel::for_inference`]: on flex
+    /// the fused path).
     pub fn prepare_for_inference(self) -> Self {
         Self {
             vision_model: self.vision_model.for_inference(),
+            text_model: self.text_model.for_inference(),
             ..self
         }
     }

@@ -19,6 +19,7 @@
 
 mod config;
 mod error;
+mod fused;
 mod input;
 mod load;
 mod model;

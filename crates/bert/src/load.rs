@@ -24,7 +24,8 @@ impl BertModel {
     /// Loads a model from a Hugging Face `model.safetensors`, with keys with or without a
     /// `bert.` / `text_model.` prefix. The pooler is loaded when the checkpoint has one.
     /// Integer buffers (`position_ids`) and other unrelated tensors are ignored. A missing
-    /// tensor or a tensor of the wrong shape is an error naming the checkpoint key.
+    /// tensor or a tensor of the wrong shape is an error naming the checkpoint key. Returns
+    /// the inference form ([`BertModel::for_inference`]).
     pub fn from_safetensors(
         path: impl AsRef<Path>,
         config: &BertConfig,
@@ -61,7 +62,7 @@ impl BertModel {
             .load_from(&mut store)
             .map_err(|e| checkpoint::unreadable(path, e))?;
         checkpoint::check_apply_result(&result, path, |p| checkpoint_key(p, prefix), true)?;
-        Ok(model)
+        Ok(model.for_inference())
     }
 }
 

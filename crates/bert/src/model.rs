@@ -8,9 +8,11 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::{gelu, gelu_approximate, relu, tanh};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{BertConfig, HiddenAct};
+use crate::fused::FusedBert;
 
 /// Mirrors transformers' [`BertEmbeddings`](https://github.com/huggingface/transformers/blob/v4.57.1/src/transformers/models/bert/modeling_bert.py).
 #[derive(Module, Debug)]
@@ -212,6 +214,13 @@ pub struct BertModel {
     pub embeddings: BertEmbeddings,
     pub encoder: BertEncoder,
     pub pooler: Option<BertPooler>,
+    #[module(skip)]
+    layer_norm_eps: f64,
+    /// The fused path's copy of the weights: `Some` after [`BertModel::for_inference`] on
+    /// flex in f32, filled by the first forward pass (with `None` when the model is not one
+    /// that path runs).
+    #[module(skip)]
+    fused: Option<Arc<OnceLock<Option<FusedBert>>>>,
 }
 
 impl BertModel {
@@ -228,7 +237,42 @@ impl BertModel {
             pooler: with_pooler.then(|| BertPooler {
                 dense: LinearConfig::new(config.hidden_size, config.hidden_size).init(device),
             }),
+            layer_norm_eps: config.layer_norm_eps,
+            fused: None,
         }
+    }
+
+    /// The inference form: on the flex device in f32, the encoder runs the fused CPU path
+    /// (its own packed copy of the weights, made by the first forward pass, so an image-only
+    /// use of a checkpoint never packs the text weights); elsewhere the model as it is. Call
+    /// it once the weights are loaded: the fused copy does not follow later changes to the
+    /// module's parameters.
+    pub fn for_inference(self) -> Self {
+        let weight = self.embeddings.word_embeddings.weight.val();
+        let fused = kernels::is_fused_device(&weight.device())
+            && FloatDType::from(weight.dtype()) == FloatDType::F32;
+        Self {
+            fused: fused.then(|| Arc::new(OnceLock::new())),
+            ..self
+        }
+    }
+
+    /// Whether [`Self::forward`] on the model's device runs the fused path (see
+    /// [`Self::for_inference`]); makes the fused copy if it is not made yet.
+    pub fn runs_fused(&self) -> bool {
+        self.fused_net().is_some()
+    }
+
+    fn fused_net(&self) -> Option<&FusedBert> {
+        // (a model cast to another float type since runs burn's ops in that type)
+        let dtype = self.embeddings.word_embeddings.weight.val().dtype();
+        if FloatDType::from(dtype) != FloatDType::F32 {
+            return None;
+        }
+        self.fused
+            .as_ref()?
+            .get_or_init(|| FusedBert::new(self, self.layer_norm_eps))
+            .as_ref()
     }
 
     /// Runs the encoder.
@@ -286,6 +330,17 @@ impl BertModel {
         first_only: bool,
     ) -> Tensor<3> {
         let [batch, seq_len] = input_ids.dims();
+        if let Some(net) = self.fused_net()
+            && let Some(x) = self.run_fused(
+                net,
+                &input_ids,
+                &attention_mask,
+                &token_type_ids,
+                first_only,
+            )
+        {
+            return x;
+        }
         let masked = attention_mask.equal_elem(0).reshape([batch, 1, 1, seq_len]);
         let mut x = self.embeddings.forward(input_ids, token_type_ids);
         let last = self.encoder.layer.len().saturating_sub(1);
@@ -296,6 +351,41 @@ impl BertModel {
             x = x.narrow(1, 0, 1);
         }
         x
+    }
+}
+
+impl BertModel {
+    /// [`Self::encode`] on the fused path, or `None` for inputs it leaves to burn's ops (ids
+    /// outside the tables, which those report their own way).
+    fn run_fused(
+        &self,
+        net: &FusedBert,
+        input_ids: &Tensor<2, Int>,
+        attention_mask: &Tensor<2, Int>,
+        token_type_ids: &Tensor<2, Int>,
+        first_only: bool,
+    ) -> Option<Tensor<3>> {
+        let [batch, len] = input_ids.dims();
+        let host = |t: &Tensor<2, Int>| -> Vec<i64> { t.to_data().iter::<i64>().collect() };
+        let index = |t: &Tensor<2, Int>, limit: usize| -> Option<Vec<usize>> {
+            host(t)
+                .into_iter()
+                .map(|v| usize::try_from(v).ok().filter(|&v| v < limit))
+                .collect()
+        };
+        let ids = index(input_ids, net.vocab())?;
+        let types = index(token_type_ids, net.token_types())?;
+        if len > net.positions() || batch == 0 {
+            return None;
+        }
+        let mask: Vec<bool> = host(attention_mask).into_iter().map(|m| m != 0).collect();
+        let x = net.run(&ids, &mask, &types, len, first_only);
+        let rows = if first_only { 1 } else { len };
+        let shape = [batch, rows, x.len() / (batch * rows)];
+        Some(Tensor::from_data(
+            TensorData::new(x, shape),
+            &input_ids.device(),
+        ))
     }
 }
 

@@ -115,7 +115,10 @@ fn parity_minilm_real_weights() {
         .collect();
     let diff = max_abs_diff(&to_vec(first), &expected_first);
     assert!(diff < 1e-4, "MiniLM first_token max abs diff {diff}");
-    eprintln!("MiniLM first_token max abs diff {diff:.2e}");
+    eprintln!(
+        "MiniLM first_token max abs diff {diff:.2e} (fused path: {})",
+        model.runs_fused()
+    );
     assert_eq!(out.last_hidden_state.dims().to_vec(), shape);
     let hidden = to_vec(out.last_hidden_state.clone());
     let diff = max_abs_diff(&hidden, &expected);

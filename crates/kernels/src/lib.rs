@@ -9,7 +9,9 @@
 //!   flex tensors live in host memory and `into_data` / `from_data` hand the buffer over
 //!   without copying ([`map_in_place`]), so on flex they are computed here instead.
 //! * [`gemm`]: matrix products against weights packed once, with bias, residual add and SiLU
-//!   applied in registers (the vision tower's 1x1 convolutions).
+//!   applied in registers (the vision tower's 1x1 convolutions, the text tower's linear
+//!   layers and attention products).
+//! * [`norm`]: layer normalisation of rows (the text tower's).
 //! * [`depthwise`]: depthwise convolutions + bias + SiLU with per-channel sums (the vision
 //!   tower's depthwise layers and squeeze-excite pooling).
 
@@ -20,8 +22,9 @@ pub mod activation;
 pub mod cpu;
 pub mod depthwise;
 pub mod gemm;
+pub mod norm;
 
-pub use activation::{gelu_inplace, silu_inplace};
+pub use activation::{gelu_inplace, silu_inplace, softmax_rows};
 pub use cpu::{has_avx2_fma, has_avx512f};
 
 /// Whether `device` runs the fused CPU path: it keeps its tensors in host memory with

@@ -210,3 +210,45 @@ pub(crate) fn silu_slice(values: &mut [f32]) {
 pub(crate) fn gelu_slice(values: &mut [f32]) {
     map(values, |x| gelu(x));
 }
+
+/// In-place softmax of a row, `e^(x - max) / sum` (the sum over eight lanes, then across
+/// them; the scale as one reciprocal).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn softmax_slice(row: &mut [f32]) {
+    let chunks = row.len() / 8;
+    let p = row.as_mut_ptr();
+    let tail = chunks * 8..row.len();
+    // SAFETY: chunk `c` < `chunks` holds eight values of `row`.
+    let load = |c: usize| unsafe { _mm256_loadu_ps(p.add(8 * c)) };
+    let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
+    for c in 0..chunks {
+        max = _mm256_max_ps(max, load(c));
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds eight values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), max) };
+    let max = lanes
+        .iter()
+        .chain(&row[tail.clone()])
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = _mm256_setzero_ps();
+    for c in 0..chunks {
+        let e = exp(_mm256_sub_ps(load(c), _mm256_set1_ps(max)));
+        sum = _mm256_add_ps(sum, e);
+        // SAFETY: as `load`.
+        unsafe { _mm256_storeu_ps(p.add(8 * c), e) };
+    }
+    // SAFETY: `lanes` holds eight values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    let mut sum: f32 = lanes.iter().sum();
+    for x in &mut row[tail.clone()] {
+        *x = super::portable::exp(*x - max);
+        sum += *x;
+    }
+    let scale = 1.0 / sum;
+    for c in 0..chunks {
+        // SAFETY: as `load`.
+        unsafe { _mm256_storeu_ps(p.add(8 * c), _mm256_mul_ps(load(c), _mm256_set1_ps(scale))) };
+    }
+    row[tail].iter_mut().for_each(|x| *x *= scale);
+}

@@ -14,7 +14,7 @@ mod portable;
 
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::{has_avx2_fma, has_avx512f};
-use portable::{gelu, silu};
+use portable::{gelu, silu, softmax};
 
 /// In-place SiLU, `x * sigmoid(x)` computed as `x / (1 + e^-x)`, of a slice: sixteen values at
 /// a time where the CPU has AVX-512F ([`avx512::silu_slice`]), eight where it has AVX2+FMA
@@ -46,6 +46,20 @@ pub fn gelu_inplace(values: &mut [f32]) {
         return;
     }
     values.iter_mut().for_each(|v| *v = gelu(*v));
+}
+
+/// In-place softmax of each row of `n` values of `rows`, `e^(x - max) / sum` ([`avx2`]'s
+/// `exp` eight lanes at a time where the CPU has AVX2+FMA, else portable scalar code).
+pub fn softmax_rows(rows: &mut [f32], n: usize) {
+    for row in rows.chunks_exact_mut(n) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { avx2::softmax_slice(row) };
+            continue;
+        }
+        softmax(row);
+    }
 }
 
 /// `2^(j / 8)` for `j` in 0..8: the table the register `exp`s scale by.
@@ -153,6 +167,37 @@ mod tests {
             let mut nan = [f32::NAN];
             gelu(&mut nan);
             assert!(nan[0].is_nan());
+        }
+    }
+
+    #[test]
+    fn softmax_rows_match_float64_with_masked_entries() {
+        for n in [1usize, 7, 8, 13, 64, 77] {
+            let rows: Vec<f32> = (0..3 * n)
+                .map(|i| match i % 5 {
+                    // transformers' additive mask value
+                    3 if i % n != 0 => f32::MIN,
+                    _ => ((i * 37) % 101) as f32 * 0.3 - 15.0,
+                })
+                .collect();
+            let mut portable = rows.clone();
+            portable.chunks_exact_mut(n).for_each(softmax);
+            let mut dispatched = rows.clone();
+            softmax_rows(&mut dispatched, n);
+            for (r, row) in rows.chunks_exact(n).enumerate() {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+                let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+                for (j, &x) in row.iter().enumerate() {
+                    let want = (x as f64 - max).exp() / sum;
+                    // (`x - max` rounded to float32 moves `e^(x - max)` by up to ~20 ulp of 20)
+                    for got in [portable[r * n + j], dispatched[r * n + j]] {
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-5 * want + 1e-30,
+                            "n {n} row {r} col {j}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 

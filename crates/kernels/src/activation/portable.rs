@@ -9,6 +9,18 @@ pub(super) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// In-place softmax of a row: `e^(x - max) / sum`.
+pub(super) fn softmax(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = 0.0;
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+        sum += *x;
+    }
+    let scale = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= scale);
+}
+
 /// `e^x` for float32, portable: 0 below -87 and infinity above 88 (the true values there are
 /// below 1.7e-38 or above 1.6e38, where SiLU and GELU are saturated); within 2 ulp of libm.
 pub(super) fn exp(x: f32) -> f32 {

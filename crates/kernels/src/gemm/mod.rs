@@ -28,9 +28,14 @@ const MR: usize = 6;
 const MR_WIDE: usize = 9;
 /// Rows of a task of rows (at most; a multiple of the register block).
 const TILE_ROWS: usize = 96;
+/// The largest `a` a task of panels reads whole (once per pass over its panels): about
+/// half a core's L2.
+const CACHED_A_BYTES: usize = 1 << 20;
 /// Products of fewer multiply-adds run on the calling thread (about 10 us: less than handing
 /// tasks to the pool costs; e.g. the squeeze-excite products of the early blocks).
 const SERIAL_MACS: usize = 1 << 17;
+/// Weights of fewer values are packed on the calling thread.
+const SERIAL_PACK: usize = 1 << 16;
 /// Largest block of `k` (a panel's block is `KC * NR * 4` bytes = 16 KiB).
 const KC: usize = 256;
 
@@ -48,18 +53,76 @@ impl Packed {
     /// PyTorch's layout), transposing it on the way.
     pub fn from_out_in(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight is not [n, k]");
+        Self::from_out_in_strided(w, n, k, k)
+    }
+
+    /// [`Self::from_out_in`] with row `c` of the `[n, k]` weight at `w[c * stride..][..k]`
+    /// (e.g. one attention head's keys inside the rows of all heads' queries, keys and values).
+    pub fn from_out_in_strided(w: &[f32], n: usize, k: usize, stride: usize) -> Self {
+        assert!(
+            n == 0 || w.len() >= (n - 1) * stride + k,
+            "weight is not n rows of k at the stride"
+        );
+        Self::pack(k, n, |panel, dst| {
+            for c in 0..NR.min(n - panel * NR) {
+                let row = &w[(panel * NR + c) * stride..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    dst[p * NR + c] = v;
+                }
+            }
+        })
+    }
+
+    /// Packs `w` given as `[k, n]` row-major with row `p` at `w[p * stride..][..n]` (an `[in,
+    /// out]` weight as burn's `Linear` holds it with `stride = n`; one attention head's
+    /// values inside the rows of all heads').
+    pub fn from_in_out_strided(w: &[f32], k: usize, n: usize, stride: usize) -> Self {
+        assert!(
+            k == 0 || w.len() >= (k - 1) * stride + n,
+            "weight is not k rows of n at the stride"
+        );
+        Self::pack(k, n, |panel, dst| {
+            let (col, cols) = (panel * NR, NR.min(n - panel * NR));
+            for (p, dst) in dst.chunks_exact_mut(NR).enumerate() {
+                dst[..cols].copy_from_slice(&w[p * stride + col..][..cols]);
+            }
+        })
+    }
+
+    /// The weights' columns side by side (`[k, n1 + n2 + ...]`: one product for layers that
+    /// read the same input), each but the last a whole number of panels wide.
+    pub fn side_by_side(parts: &[Packed]) -> Self {
+        let k = parts.first().map_or(0, |p| p.k);
+        assert!(parts.iter().all(|p| p.k == k), "parts differ in k");
+        assert!(
+            parts.iter().rev().skip(1).all(|p| p.n % NR == 0),
+            "a part before the last is not a whole number of panels wide"
+        );
+        let data = parts
+            .iter()
+            .flat_map(|p| &p.data[..p.storage_len()])
+            .copied()
+            .collect();
+        Self {
+            data,
+            k,
+            n: parts.iter().map(|p| p.n).sum(),
+        }
+    }
+
+    /// Fills the panels with `fill(panel, [k, 16] block)`, in parallel where the weight is
+    /// large (an attention head's is packed inside a task of the pool).
+    fn pack(k: usize, n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Self {
         let mut data = vec![0.0; n.div_ceil(NR) * k * NR];
         if k > 0 {
-            data.par_chunks_mut(k * NR)
-                .enumerate()
-                .for_each(|(panel, dst)| {
-                    for c in 0..NR.min(n - panel * NR) {
-                        let row = &w[(panel * NR + c) * k..][..k];
-                        for (p, &v) in row.iter().enumerate() {
-                            dst[p * NR + c] = v;
-                        }
-                    }
-                });
+            let chunks = data.chunks_mut(k * NR).enumerate();
+            if n * k < SERIAL_PACK {
+                chunks.for_each(|(panel, dst)| fill(panel, dst));
+            } else {
+                data.par_chunks_mut(k * NR)
+                    .enumerate()
+                    .for_each(|(panel, dst)| fill(panel, dst));
+            }
         }
         Self { data, k, n }
     }
@@ -160,6 +223,21 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
         Input::Rows,
         Layout::Rows,
         Kernel::best(),
+    );
+}
+
+/// [`gemm()`] on the calling thread only: for small products inside tasks of the pool (an
+/// attention head's).
+pub fn gemm_serial(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
+    gemm_with(
+        a,
+        w,
+        out,
+        epilogue,
+        Input::Rows,
+        Layout::Rows,
+        Kernel::best(),
+        false,
     );
 }
 
@@ -276,6 +354,21 @@ fn gemm_on(
     layout: Layout,
     kernel: Kernel,
 ) {
+    gemm_with(a, w, out, epilogue, input, layout, kernel, true);
+}
+
+/// [`gemm_on`], on rayon's pool if `parallel` (and the product is not small).
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    a: &[f32],
+    w: &Packed,
+    out: &mut [f32],
+    epilogue: Epilogue,
+    input: Input,
+    layout: Layout,
+    kernel: Kernel,
+    parallel: bool,
+) {
     let (k, n) = (w.k, w.n);
     let m = match a.len().checked_div(input.row_len(k)) {
         Some(m) => m,
@@ -308,9 +401,10 @@ fn gemm_on(
     let mr = kernel.rows();
     let blocks = m.div_ceil(mr);
     let tasks = 4 * rayon::current_num_threads().max(1);
-    // Tasks of rows when there are more rows than columns (each task reads all of `w`), else
-    // of panels (each task reads all of `a`).
-    let (rows_per_task, panels_per_task) = if m >= n {
+    // Tasks of rows when there are more rows than columns, or when `a` is too large to stay
+    // in cache while a task passes over it once per panel (each task reads all of `w`);
+    // else of panels (each task reads all of `a`).
+    let (rows_per_task, panels_per_task) = if m >= n || m * k * 4 > CACHED_A_BYTES {
         (mr * blocks.div_ceil(tasks).clamp(1, TILE_ROWS / mr), panels)
     } else {
         (m, panels.div_ceil(tasks))
@@ -331,7 +425,7 @@ fn gemm_on(
             )
         };
     };
-    if m * n * k < SERIAL_MACS {
+    if !parallel || m * n * k < SERIAL_MACS {
         (0..row_tiles * panel_groups).for_each(run);
     } else {
         (0..row_tiles * panel_groups).into_par_iter().for_each(run);
@@ -706,6 +800,78 @@ mod tests {
             &a,
             &Packed::from_out_in(&scaled_w, n, k),
             &mut want,
+            Epilogue::default(),
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn strided_packings_and_the_serial_product_equal_the_plain_ones() {
+        // (an attention head: keys and values inside rows of three heads, 40 rows of 24)
+        let (rows, k, n, stride) = (40, 24, 40, 72);
+        let qkv = values(rows * stride, 8);
+        let a = values(rows * k, 9);
+        let keys: Vec<f32> = qkv
+            .chunks_exact(stride)
+            .flat_map(|r| &r[24..48])
+            .copied()
+            .collect();
+        let mut want = vec![0.0; rows * n];
+        gemm(
+            &a,
+            &Packed::from_out_in(&keys, n, k),
+            &mut want,
+            Epilogue::default(),
+        );
+        let mut got = vec![0.0; rows * n];
+        let strided = Packed::from_out_in_strided(&qkv[24..], n, k, stride);
+        gemm_serial(&a, &strided, &mut got, Epilogue::default());
+        assert_eq!(got, want);
+        // [in, out] = the transpose of [out, in]
+        let (k, n) = (rows, 24);
+        let a = values(7 * k, 10);
+        let values_t: Vec<f32> = (0..n * k)
+            .map(|i| qkv[(i % k) * stride + 48 + i / k])
+            .collect();
+        let mut want = vec![0.0; 7 * n];
+        gemm(
+            &a,
+            &Packed::from_out_in(&values_t, n, k),
+            &mut want,
+            Epilogue::default(),
+        );
+        let mut got = vec![0.0; 7 * n];
+        gemm(
+            &a,
+            &Packed::from_in_out_strided(&qkv[48..], k, n, stride),
+            &mut got,
+            Epilogue::default(),
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn weights_side_by_side_equal_the_joined_weight() {
+        let (k, n1, n2) = (30, 32, 21);
+        let (w1, w2) = (values(k * n1, 11), values(k * n2, 12));
+        let joined: Vec<f32> = (0..k)
+            .flat_map(|p| w1[p * n1..][..n1].iter().chain(&w2[p * n2..][..n2]))
+            .copied()
+            .collect();
+        let parts = [
+            Packed::from_in_out_strided(&w1, k, n1, n1),
+            Packed::from_in_out_strided(&w2, k, n2, n2),
+        ];
+        let n = n1 + n2;
+        let a = values(5 * k, 13);
+        let mut want = vec![0.0; 5 * n];
+        let whole = Packed::from_in_out_strided(&joined, k, n, n);
+        gemm(&a, &whole, &mut want, Epilogue::default());
+        let mut got = vec![0.0; 5 * n];
+        gemm(
+            &a,
+            &Packed::side_by_side(&parts),
+            &mut got,
             Epilogue::default(),
         );
         assert_eq!(got, want);
