@@ -1,6 +1,6 @@
 //! The fused CPU path of the encoder (flex, f32): every linear layer a product against
-//! weights packed once ([`kernels::gemm`]) with its bias, and for the output layers the
-//! residual, added in registers; GELU and LayerNorm in place on the product's rows;
+//! weights packed once ([`kernels::gemm`]) with its bias, and the output layers' residual
+//! or the intermediate layer's GELU, applied in registers; LayerNorm in place on the rows;
 //! attention per sequence and head as two small products on the calling thread of a task of
 //! the pool (scores with the padding mask as their bias, softmax, the weighted sum of the
 //! values). Buffers are made once per call and reused by every layer.
@@ -39,7 +39,6 @@ struct Norm {
 /// then the attention output, intermediate and output products.
 #[derive(Debug)]
 struct Layer {
-    activation: HiddenAct,
     qkv: Linear,
     attention_output: Linear,
     attention_norm: Norm,
@@ -92,11 +91,13 @@ impl Linear {
         Self { weight, bias }
     }
 
-    fn epilogue<'a>(&'a self, residual: Option<&'a [f32]>) -> Epilogue<'a> {
+    /// Bias, then `residual` or GELU.
+    fn epilogue<'a>(&'a self, residual: Option<&'a [f32]>, gelu: bool) -> Epilogue<'a> {
         Epilogue {
             bias: Some(&self.bias),
             residual,
             silu: false,
+            gelu,
         }
     }
 }
@@ -117,14 +118,11 @@ impl Norm {
 }
 
 impl FusedBert {
-    /// The fused copy of `model`'s encoder, or `None` for an activation it does not run
-    /// (the approximate GELU).
+    /// The fused copy of `model`'s encoder, or `None` for an activation other than the
+    /// exact GELU (BERT's and ALIGN's; the others run burn's ops).
     pub(crate) fn new(model: &BertModel, eps: f64) -> Option<Self> {
         let layers = &model.encoder.layer;
-        if layers
-            .iter()
-            .any(|l| l.hidden_act == HiddenAct::GeluApproximate)
-        {
+        if layers.iter().any(|l| l.hidden_act != HiddenAct::Gelu) {
             return None;
         }
         let BertEmbeddings {
@@ -233,7 +231,6 @@ impl Layer {
     fn new(layer: &BertLayer) -> Self {
         let attention = &layer.attention.self_attention;
         Self {
-            activation: layer.hidden_act,
             qkv: Linear::packed(&[&attention.query, &attention.key, &attention.value]),
             attention_output: Linear::packed(&[&layer.attention.output.dense]),
             attention_norm: Norm::new(&layer.attention.output.layer_norm),
@@ -258,7 +255,7 @@ impl Layer {
         let rows = x.len() / h;
         let batch = rows / len;
         let qkv = sized(&mut buf.qkv, rows * 3 * h);
-        gemm(&x, &self.qkv.weight, qkv, self.qkv.epilogue(None));
+        gemm(&x, &self.qkv.weight, qkv, self.qkv.epilogue(None, false));
         let q_len = if first_only { 1 } else { len };
         let context = sized(&mut buf.context, batch * q_len * h);
         attention(net, qkv, mask, len, q_len, context);
@@ -276,7 +273,7 @@ impl Layer {
             context,
             &self.attention_output.weight,
             attended,
-            self.attention_output.epilogue(Some(&x)),
+            self.attention_output.epilogue(Some(&x), false),
         );
         self.attention_norm.apply(attended, net.eps);
         let inner = sized(
@@ -287,19 +284,14 @@ impl Layer {
             attended,
             &self.intermediate.weight,
             inner,
-            self.intermediate.epilogue(None),
+            self.intermediate.epilogue(None, true),
         );
-        let activation = match self.activation {
-            HiddenAct::Relu => |v: &mut [f32]| v.iter_mut().for_each(|v| *v = v.max(0.0)),
-            _ => kernels::gelu_inplace,
-        };
-        inner.par_chunks_mut(1 << 14).for_each(activation);
         let mut out = x;
         gemm(
             inner,
             &self.output.weight,
             &mut out,
-            self.output.epilogue(Some(attended)),
+            self.output.epilogue(Some(attended), false),
         );
         self.output_norm.apply(&mut out, net.eps);
         out

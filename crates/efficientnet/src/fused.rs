@@ -416,6 +416,7 @@ impl FusedBlock {
                 bias: Some(&p.bias),
                 residual,
                 silu: false,
+                gelu: false,
             };
             if h_panels {
                 gemm_from_panels(&h, &scaled, &mut out, epilogue);
@@ -437,6 +438,7 @@ impl FusedBlock {
                 bias: Some(&p.bias),
                 residual,
                 silu: false,
+                gelu: false,
             };
             gemm_from_panels(&h, &p.weight, &mut out, epilogue);
         } else {
@@ -486,6 +488,7 @@ impl Pointwise {
             bias: Some(&self.bias),
             residual,
             silu,
+            gelu: false,
         };
         gemm(input, &self.weight, out, epilogue);
     }
@@ -513,6 +516,7 @@ fn expand_depthwise(
         bias: Some(&e.bias),
         residual: None,
         silu: true,
+        gelu: false,
     };
     let band = band.unwrap_or(ho).clamp(1, ho.max(1));
     // Input rows a band reads: at most (band - 1) * stride + kernel.

@@ -64,11 +64,13 @@ fn products(c: &mut Criterion) {
                 bias: Some(&bias),
                 residual: None,
                 silu: true,
+                gelu: false,
             },
             _ => Epilogue {
                 bias: Some(&bias),
                 residual: Some(&residual),
                 silu: false,
+                gelu: false,
             },
         };
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));

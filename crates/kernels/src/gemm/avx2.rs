@@ -83,6 +83,7 @@ pub(super) unsafe fn task(
             },
             silu: epilogue.silu && !later_silu,
             later_silu,
+            gelu: epilogue.gelu,
             residual: epilogue.residual,
         }
     };
@@ -260,6 +261,8 @@ pub(super) struct Step<'a> {
     /// lanes, AVX-512F).
     pub(super) silu: bool,
     pub(super) later_silu: bool,
+    /// GELU in the epilogue.
+    pub(super) gelu: bool,
     pub(super) residual: Option<&'a [f32]>,
 }
 
@@ -361,6 +364,9 @@ unsafe fn finish(acc: &[__m256; 2], out: *mut f32, row: usize, step: &Step) {
                 }
                 if step.silu {
                     v = crate::activation::avx2::silu(v);
+                }
+                if step.gelu {
+                    v = crate::activation::avx2::gelu(v);
                 }
             }
             if step.full {

@@ -209,6 +209,8 @@ pub struct Epilogue<'a> {
     pub residual: Option<&'a [f32]>,
     /// `x = silu(x)`
     pub silu: bool,
+    /// `x = gelu(x)` (the exact one, [`crate::gelu_inplace`]'s); not with `silu`.
+    pub gelu: bool,
 }
 
 /// `out[m, n] = a[m, k] · w` then `epilogue`; `a` and `out` row-major and contiguous
@@ -388,6 +390,7 @@ fn gemm_with(
             );
         }
     }
+    assert!(!(epilogue.silu && epilogue.gelu), "two activations");
     if let Some(b) = epilogue.bias {
         assert_eq!(b.len(), n, "bias is not [n]");
     }
@@ -528,6 +531,9 @@ unsafe fn task(
                 if epilogue.silu {
                     crate::activation::silu_inplace(row);
                 }
+                if epilogue.gelu {
+                    crate::activation::gelu_inplace(&mut row[..real]);
+                }
             }
         }
     }
@@ -650,6 +656,7 @@ mod tests {
                     bias: bias_on.then_some(&bias[..]),
                     residual: res_on.then_some(&residual[..]),
                     silu,
+                    gelu: false,
                 };
                 gemm_on(
                     &a,
@@ -776,6 +783,48 @@ mod tests {
                     }
                     Kernel::Portable => {}
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_in_the_epilogue_is_gelu_of_the_finished_product() {
+        for (m, n, k) in [(13, 40, 24), (64, 48, 300), (1, 21, 7)] {
+            let a = values(m * k, 1);
+            let packed = Packed::from_out_in(&values(n * k, 2), n, k);
+            let (bias, residual) = (values(n, 3), values(m * n, 4));
+            for kernel in [Kernel::Portable, Kernel::Avx2, Kernel::Avx512] {
+                if (kernel != Kernel::Portable && !crate::cpu::has_avx2_fma())
+                    || (kernel == Kernel::Avx512 && !crate::cpu::has_avx512f())
+                {
+                    continue;
+                }
+                let epilogue = Epilogue {
+                    bias: Some(&bias),
+                    residual: Some(&residual),
+                    ..Epilogue::default()
+                };
+                let run = |epilogue| {
+                    let mut out = vec![f32::NAN; m * n];
+                    gemm_on(
+                        &a,
+                        &packed,
+                        &mut out,
+                        epilogue,
+                        Input::Rows,
+                        Layout::Rows,
+                        kernel,
+                    );
+                    out
+                };
+                let mut want = run(epilogue);
+                crate::gelu_inplace(&mut want);
+                let got = run(Epilogue {
+                    gelu: true,
+                    ..epilogue
+                });
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "[{m}, {n}, {k}] {kernel:?}");
             }
         }
     }
