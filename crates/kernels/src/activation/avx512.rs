@@ -62,25 +62,6 @@ pub fn silu(x: __m512) -> __m512 {
     silu_n([x])[0]
 }
 
-/// [`super::avx2::gelu`] on sixteen lanes, as two halves of eight (the same values bit for
-/// bit), for kernels that keep sixteen lanes in registers.
-///
-/// # Safety
-/// The CPU must have AVX-512F, AVX2 and FMA (callable without `unsafe` from functions
-/// compiled for them).
-#[inline]
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub fn gelu(x: __m512) -> __m512 {
-    let low = super::avx2::gelu(_mm512_castps512_ps256(x));
-    let high = super::avx2::gelu(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-        _mm512_castps_pd(x),
-    )));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-        _mm512_castpd256_pd512(_mm256_castps_pd(low)),
-        _mm256_castps_pd(high),
-    ))
-}
-
 /// In-place SiLU of a slice, 64 values at a time, then sixteen (the last ones masked).
 ///
 /// # Safety

@@ -27,7 +27,13 @@ pub(super) unsafe fn task(
     wide: bool,
 ) {
     let (k, n) = (w.k, w.n);
-    let mr = if wide { MR_WIDE } else { MR };
+    // (with AVX-512, the task's rows in blocks of equal height up to 9: 64 rows as 8 x 8,
+    // not 7 x 9 and a single row that would load two panels per two multiply-adds)
+    let mr = if wide {
+        rows.len().div_ceil(rows.len().div_ceil(MR_WIDE)).max(1)
+    } else {
+        MR
+    };
     assert!(rows.end <= m && a.len() >= m * input.row_len(k));
     let blocks = k.div_ceil(KC).max(1);
     // (on panels, blocks of `k` start at a panel)
@@ -83,7 +89,6 @@ pub(super) unsafe fn task(
             },
             silu: epilogue.silu && !later_silu,
             later_silu,
-            gelu: epilogue.gelu,
             residual: epilogue.residual,
         }
     };
@@ -191,7 +196,7 @@ pub(super) unsafe fn task(
                             )
                         };
                     }
-                    match (wide, rows.end - r) {
+                    match (wide, (rows.end - r).min(mr)) {
                         (false, 1) => six!(1),
                         (false, 2) => six!(2),
                         (false, 3) => six!(3),
@@ -211,6 +216,28 @@ pub(super) unsafe fn task(
                 }
                 r += mr;
                 first = lines.min(first + share);
+            }
+            // GELU over the panels' rows just finished (still in L1): in the epilogue it made
+            // the kernels' finishing code too large to inline.
+            if epilogue.gelu && b + 1 == blocks {
+                for p in panel..panel + np {
+                    let ld = match layout {
+                        Layout::Rows => n,
+                        Layout::Panels { .. } => NR,
+                    };
+                    let cols = NR.min(n - p * NR);
+                    for r in rows.clone() {
+                        // SAFETY: the panel's real columns of these rows are this task's and
+                        // inside `out`.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_at(p, rows.start).add((r - rows.start) * ld),
+                                cols,
+                            )
+                        };
+                        crate::activation::avx2::gelu_slice(row);
+                    }
+                }
             }
             for (p, step) in (panel..panel + np).zip(&steps) {
                 if step.later_silu {
@@ -261,8 +288,6 @@ pub(super) struct Step<'a> {
     /// lanes, AVX-512F).
     pub(super) silu: bool,
     pub(super) later_silu: bool,
-    /// GELU in the epilogue.
-    pub(super) gelu: bool,
     pub(super) residual: Option<&'a [f32]>,
 }
 
@@ -364,9 +389,6 @@ unsafe fn finish(acc: &[__m256; 2], out: *mut f32, row: usize, step: &Step) {
                 }
                 if step.silu {
                     v = crate::activation::avx2::silu(v);
-                }
-                if step.gelu {
-                    v = crate::activation::avx2::gelu(v);
                 }
             }
             if step.full {

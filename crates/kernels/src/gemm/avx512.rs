@@ -122,9 +122,6 @@ unsafe fn finish_wide(acc: __m512, out: *mut f32, row: usize, step: &Step) {
             if step.silu {
                 v = crate::activation::avx512::silu(v);
             }
-            if step.gelu {
-                v = crate::activation::avx512::gelu(v);
-            }
         }
         if step.full {
             _mm512_storeu_ps(out, v);
