@@ -97,7 +97,9 @@ pub fn run(args: &Args, device: &burn::tensor::Device) -> anyhow::Result<()> {
         }
     }
     let align = args.model.or_recorded(&recorded).load(device)?;
+    // Both towers' fused copies now, not in the first queries.
     align.model.vision_model.prepare();
+    align.prepare_text()?;
     let mut model = crate::query::QueryModel::new(align);
     model.decode.max_pixels = args.max_megapixels * 1_000_000;
     let dim = model.align.config.projection_dim;

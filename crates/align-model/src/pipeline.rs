@@ -132,8 +132,9 @@ impl Align {
     }
 
     /// Runs the text tower once on an empty text, so that weights read lazily from the
-    /// checkpoint (`model.bpk` tensors are read on first use) and first-use allocations are
-    /// paid now rather than by the first real batch. The CLI does it as part of loading.
+    /// checkpoint (`model.bpk` tensors are read on first use), the fused path's packed copy
+    /// (flex) and first-use allocations are paid now rather than by the first real batch.
+    /// The CLI does it as part of loading.
     pub fn prepare_text(&self) -> Result<()> {
         self.embed_texts(&[""]).map(drop)
     }
