@@ -328,3 +328,39 @@ fn offline_with_an_empty_cache_is_a_clear_one_line_error() {
         assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
     }
 }
+
+#[test]
+fn embeddings_do_not_depend_on_the_kernels_instruction_set() {
+    let out = tempfile::tempdir().unwrap();
+    // (ALIGN_KERNELS caps the kernels: on an AVX-512 CPU `avx2` runs the AVX2 ones)
+    let embed = |what: &str, inputs: Vec<String>, kernels: &str| -> Vec<u8> {
+        let npy = out.path().join(format!("{what}-{kernels}.npy"));
+        let mut args = strings(&[what, "--model", TINY, "--out"]);
+        args.push(npy.to_str().unwrap().to_string());
+        args.extend(inputs);
+        let run = Command::new(env!("CARGO_BIN_EXE_align"))
+            .args(&args)
+            .env("ALIGN_KERNELS", kernels)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read(npy).unwrap()
+    };
+    for (what, inputs, reference_file) in [
+        ("embed-images", images(), "image_embeds.npy"),
+        ("embed-texts", texts(), "text_embeds.npy"),
+    ] {
+        let best = embed(what, inputs.clone(), "avx512");
+        assert!(
+            best == embed(what, inputs.clone(), "avx2"),
+            "{what}: AVX2 differs"
+        );
+        embed(what, inputs, "portable");
+        let (_, portable) = read_npy::<f32>(&out.path().join(format!("{what}-portable.npy")));
+        assert_close(&portable, &reference(reference_file).1, what);
+    }
+}
