@@ -5,13 +5,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file or folder could not be read or written.
-    #[error("{}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        /// Shown in the message, deliberately not the `source()`: one-line output has no
-        /// repeats.
-        error: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// An input given on the command line does not exist.
     #[error("{}: no such file or directory", path.display())]
     MissingInput { path: PathBuf },
@@ -38,8 +33,18 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Maps an `io::Error` to [`Error::Io`] naming `path`.
-pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+/// A file or folder that could not be read or written, and why: the `Io` error of this crate,
+/// align-eval and align-search alike.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", path.display())]
+pub struct IoError {
+    pub path: PathBuf,
+    /// Shown in the message, deliberately not the `source()`: one-line output has no repeats.
+    pub error: std::io::Error,
+}
+
+/// Maps an `io::Error` to an [`IoError`] naming `path` (`?` makes it an `Error::Io`).
+pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> IoError {
     let path = path.into();
-    move |error| Error::Io { path, error }
+    move |error| IoError { path, error }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use align_processor::{DecodeOptions, RgbImage};
 use arrow_array::BooleanArray;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, IoError, Result, io};
 use crate::input::{ListOptions, Listed, check_inputs, list};
 use crate::layout::{
     EmbDtype, Entry, Failure, Layout, Manifest, Settings, create_json, read_npy, read_parquet,
@@ -122,7 +122,7 @@ fn check_settings(layout: &Layout, settings: &Settings) -> Result<()> {
         Some(old) => old,
         // Shards starting together race to create it: the losers compare against the winner's.
         None if create_json(&layout.settings(), settings)? => return Ok(()),
-        None => layout.read_settings()?.ok_or_else(|| Error::Io {
+        None => layout.read_settings()?.ok_or_else(|| IoError {
             path: layout.settings(),
             error: std::io::ErrorKind::NotFound.into(),
         })?,
@@ -169,7 +169,7 @@ fn lock(layout: &Layout, tag: &str) -> Result<File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, error: e }),
+        Err(std::fs::TryLockError::Error(e)) => Err(IoError { path, error: e }.into()),
     }
 }
 
@@ -693,7 +693,7 @@ impl<'a> Writer<'a> {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Io { path, error: e }),
+                Err(e) => return Err(IoError { path, error: e }.into()),
             }
         }
         Ok(())

@@ -23,7 +23,7 @@ use arrow_array::{RecordBatch, RecordBatchReader};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, IoError, Result, io};
 
 /// Element type of the embedding files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +161,7 @@ impl Layout {
                     message: format!("not an align.json written by `align index`: {e}"),
                 }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io { path, error: e }),
+            Err(e) => Err(IoError { path, error: e }.into()),
         }
     }
 
@@ -187,12 +187,12 @@ pub fn write_atomic(
         let file = File::create(&tmp).map_err(io(&tmp))?;
         let mut w = BufWriter::new(file);
         write(&mut w)?;
-        let file = w.into_inner().map_err(|e| Error::Io {
+        let file = w.into_inner().map_err(|e| IoError {
             path: tmp.clone(),
             error: e.into_error(),
         })?;
         file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        Ok(std::fs::rename(&tmp, path).map_err(io(path))?)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -217,10 +217,11 @@ pub fn create_json<T: Serialize>(path: &Path, value: &T) -> Result<bool> {
     let created = match std::fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(Error::Io {
+        Err(e) => Err(IoError {
             path: path.to_path_buf(),
             error: e,
-        }),
+        }
+        .into()),
     };
     let _ = std::fs::remove_file(&tmp);
     created
@@ -229,11 +230,11 @@ pub fn create_json<T: Serialize>(path: &Path, value: &T) -> Result<bool> {
 /// Writes `value` as JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, |w| {
-        serde_json::to_writer(&mut *w, value).map_err(|e| Error::Io {
+        serde_json::to_writer(&mut *w, value).map_err(|e| IoError {
             path: path.to_path_buf(),
             error: e.into(),
         })?;
-        w.write_all(b"\n").map_err(io(path))
+        Ok(w.write_all(b"\n").map_err(io(path))?)
     })
 }
 
@@ -258,7 +259,7 @@ pub fn write_npy(path: &Path, values: &[f32], dim: usize, dtype: EmbDtype) -> Re
                     .try_for_each(|&v| w.write_all(&f16::from_f32(v).to_le_bytes())),
             }
         };
-        write().map_err(io(path))
+        Ok(write().map_err(io(path))?)
     })
 }
 

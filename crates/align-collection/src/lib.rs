@@ -16,7 +16,7 @@ pub mod metadata;
 pub mod pipeline;
 pub mod shard;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result, io};
 pub use index::{IndexOptions, Summary, index};
 pub use input::{ListOptions, Listed, Location, Sample};
 pub use layout::{EmbDtype, Layout, Settings};

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use align_collection::io;
 use align_collection::layout::{EmbDtype, read_npy, write_npy};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -65,10 +66,7 @@ impl ClassifierCache {
 
     /// Stores `classifier` under `key` (written under a temporary name, then renamed).
     pub fn store(&self, key: &str, classifier: &[f32], dim: usize) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|error| Error::Io {
-            path: self.dir.clone(),
-            error,
-        })?;
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         Ok(write_npy(&self.path(key), classifier, dim, EmbDtype::F32)?)
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use align_collection::io;
+
 use crate::error::{Error, Result};
 use crate::prompts;
 
@@ -114,15 +116,11 @@ impl Classification {
 
 /// The entries of a directory, sorted by name.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |error| Error::Io {
-        path: dir.to_path_buf(),
-        error,
-    };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
+        .map_err(io(dir))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()
-        .map_err(io)?;
+        .map_err(io(dir))?;
     entries.sort();
     Ok(entries)
 }

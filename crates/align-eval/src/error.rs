@@ -4,6 +4,9 @@ use std::path::PathBuf;
 /// reported. Messages name the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] align_collection::IoError),
     /// The dataset is not laid out as expected (no classes, a class without images...).
     #[error("{}: {message}", path.display())]
     Dataset { path: PathBuf, message: String },
@@ -13,14 +16,6 @@ pub enum Error {
         path: PathBuf,
         line: usize,
         message: String,
-    },
-    /// A file could not be read or written.
-    #[error("{}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        /// Shown in the message, deliberately not the `source()`: one-line output has no
-        /// repeats.
-        error: std::io::Error,
     },
     /// Reading or writing through the collection layer failed.
     #[error(transparent)]

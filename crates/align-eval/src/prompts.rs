@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use align_collection::Embedder;
+use align_collection::{Embedder, io};
 
 use crate::error::{Error, Result};
 
@@ -47,10 +47,7 @@ pub fn classnames(path: &Path) -> Result<Vec<String>> {
 /// The non-blank lines of a text file (trimmed), with their 1-based line numbers; an error
 /// when there are none.
 fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
-    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
     let lines: Vec<(usize, String)> = text
         .lines()
         .enumerate()

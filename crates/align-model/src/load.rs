@@ -230,13 +230,7 @@ fn checkpoint_key(module_path: &str, format: WeightsFormat) -> String {
     if let Some(rest) = module_path.strip_prefix("text_model.") {
         return bert::checkpoint_key(rest, "text_model.");
     }
-    if let Some(p) = module_path.strip_suffix(".gamma") {
-        format!("{p}.weight")
-    } else if let Some(p) = module_path.strip_suffix(".beta") {
-        format!("{p}.bias")
-    } else {
-        module_path.to_string()
-    }
+    checkpoint::torch_key(module_path)
 }
 
 fn check(result: &ApplyResult, path: &Path, format: WeightsFormat) -> Result<()> {

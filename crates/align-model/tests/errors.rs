@@ -2,22 +2,33 @@
 
 mod common;
 
+use std::path::Path;
+
 use align_model::{AlignConfig, AlignModel, CheckpointError, Error};
 use common::*;
 
-fn copy_tiny(to: &std::path::Path) {
+/// A temporary directory holding a copy of the tiny fixture's files.
+fn tiny_copy() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(fixtures().join("tiny")).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
         }
     }
+    tmp
+}
+
+fn load_error(dir: &Path) -> Error {
+    AlignModel::from_dir(dir, &device()).unwrap_err()
 }
 
 #[test]
 fn missing_directory_and_weights() {
-    let err = AlignModel::from_dir("/nonexistent/align", &device()).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/align"), "{err}");
+    assert_mentions(
+        &load_error(Path::new("/nonexistent/align")),
+        &["/nonexistent/align"],
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -25,22 +36,19 @@ fn missing_directory_and_weights() {
         tmp.path().join("config.json"),
     )
     .unwrap();
-    let err = AlignModel::from_dir(tmp.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("model.safetensors") && msg.contains("pytorch_model.bin"),
-        "{msg}"
+    assert_mentions(
+        &load_error(tmp.path()),
+        &["model.safetensors", "pytorch_model.bin"],
     );
 }
 
 #[test]
 fn truncated_weights_are_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tiny(tmp.path());
+    let tmp = tiny_copy();
     let path = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
-    let err = AlignModel::from_dir(tmp.path(), &device()).unwrap_err();
+    let err = load_error(tmp.path());
     assert!(
         matches!(err, Error::Checkpoint(CheckpointError::Unreadable { .. })),
         "{err}"
@@ -50,29 +58,22 @@ fn truncated_weights_are_an_error() {
 #[test]
 fn config_of_another_architecture_names_key_and_shapes() {
     // Same weights, a config whose projection is wider: the checkpoint no longer fits.
-    let tmp = tempfile::tempdir().unwrap();
-    copy_tiny(tmp.path());
+    let tmp = tiny_copy();
     let path = tmp.path().join("config.json");
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     json["projection_dim"] = 48.into();
     std::fs::write(&path, json.to_string()).unwrap();
-    let err = AlignModel::from_dir(tmp.path(), &device()).unwrap_err();
-    match err {
-        Error::Checkpoint(CheckpointError::ShapeMismatch {
-            key,
-            expected,
-            actual,
-            ..
-        }) => {
-            assert!(key.starts_with("text_projection."), "{key}");
-            assert!(
-                expected.contains(&48) && actual.contains(&40),
-                "{expected:?} {actual:?}"
-            );
-        }
-        other => panic!("unexpected error {other}"),
-    }
+    let err = load_error(tmp.path());
+    let Error::Checkpoint(inner) = &err else {
+        panic!("unexpected error {err}")
+    };
+    let (key, expected, actual) = shape_mismatch(inner);
+    assert!(key.starts_with("text_projection."), "{key}");
+    assert!(
+        expected.contains(&48) && actual.contains(&40),
+        "{expected:?} {actual:?}"
+    );
 }
 
 #[test]
@@ -85,9 +86,5 @@ fn bad_config_field_is_named() {
     )
     .unwrap();
     let err = AlignConfig::from_file(&path).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("text_config") && msg.contains("config.json"),
-        "{msg}"
-    );
+    assert_mentions(&err, &["text_config", "config.json"]);
 }

@@ -18,13 +18,13 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use align_collection::Layout;
 use align_collection::layout::write_json;
+use align_collection::{IoError, Layout, io};
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use crate::Modality;
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result};
 use crate::vectors::Vectors;
 
 /// HNSW graph degree (usearch's `connectivity`, HNSW's M).
@@ -86,7 +86,7 @@ pub fn read_state(layout: &Layout, modality: Modality) -> Result<Option<State>> 
                 message: format!("not an index state written by `align index`: {e}"),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io { path, error: e }),
+        Err(e) => Err(IoError { path, error: e }.into()),
     }
 }
 

@@ -4,11 +4,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use align_collection::io;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use memmap2::Mmap;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result};
 
 /// Rows converted to f32 at a time by [`Vectors::scores`].
 const CHUNK_ROWS: usize = 64;

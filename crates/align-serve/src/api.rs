@@ -183,10 +183,7 @@ fn count(name: &str, value: i64, max: usize) -> Result<usize, ApiError> {
 async fn knn_service(Shared(state): Shared<Arc<State>>, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(&state, body).await?;
     let req: KnnRequest = parse_json(&bytes)?;
-    let collection = match &req.indice_name {
-        Some(name) => state.index(name)?.clone(),
-        None => state.indices[0].1.clone(),
-    };
+    let collection = state.index(req.indice_name.as_deref())?.clone();
     let modality = match req.modality.as_deref() {
         None => Modality::Image,
         Some(m) => Modality::parse(m).ok_or_else(|| {
@@ -301,10 +298,7 @@ struct MetadataRequest {
 async fn metadata(Shared(state): Shared<Arc<State>>, body: Body) -> Result<Response, ApiError> {
     let bytes = read_body(&state, body).await?;
     let req: MetadataRequest = parse_json(&bytes)?;
-    let collection = match &req.indice_name {
-        Some(name) => state.index(name)?.clone(),
-        None => state.indices[0].1.clone(),
-    };
+    let collection = state.index(req.indice_name.as_deref())?.clone();
     if req.ids.len() > state.options.results {
         return Err(ApiError::bad_request(format!(
             "{} ids: at most {} at once",
@@ -333,7 +327,7 @@ async fn image(
     Shared(state): Shared<Arc<State>>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let collection = state.index(&name)?.clone();
+    let collection = state.index(Some(&name))?.clone();
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("id {id:?}: not a row id")))?;

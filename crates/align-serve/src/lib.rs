@@ -94,7 +94,11 @@ impl State {
         }
     }
 
-    fn index(&self, name: &str) -> Result<&Arc<Collection>, ApiError> {
+    /// The collection of index `name`; without a name, the first index's.
+    fn index(&self, name: Option<&str>) -> Result<&Arc<Collection>, ApiError> {
+        let Some(name) = name else {
+            return Ok(&self.indices[0].1);
+        };
         self.indices
             .iter()
             .find(|(n, _)| n == name)

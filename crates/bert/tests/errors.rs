@@ -82,19 +82,13 @@ fn wrong_shape_names_key_and_shapes() {
         entry.2.truncate(36 * 32 * 4);
     });
     let err = BertModel::from_safetensors(&path, &config(), &device()).unwrap_err();
-    match &err {
-        Error::Checkpoint(CheckpointError::ShapeMismatch {
-            key,
-            expected,
-            actual,
-            ..
-        }) => {
-            assert_eq!(key, "encoder.layer.0.intermediate.dense.weight");
-            assert_eq!(expected, &[37, 32]);
-            assert_eq!(actual, &[36, 32]);
-        }
-        other => panic!("unexpected error {other}"),
-    }
+    let Error::Checkpoint(err) = &err else {
+        panic!("unexpected error {err}")
+    };
+    let (key, expected, actual) = shape_mismatch(err);
+    assert_eq!(key, "encoder.layer.0.intermediate.dense.weight");
+    assert_eq!(expected, [37, 32]);
+    assert_eq!(actual, [36, 32]);
 }
 
 #[test]
@@ -132,12 +126,8 @@ fn config_missing_field_is_named() {
     let path = tmp.path().join("config.json");
     std::fs::write(&path, json.to_string()).unwrap();
     let err = BertConfig::from_file(&path).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, Error::Config { .. }), "{msg}");
-    assert!(
-        msg.contains("hidden_size") && msg.contains("config.json"),
-        "{msg}"
-    );
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert_mentions(&err, &["hidden_size", "config.json"]);
 }
 
 #[test]

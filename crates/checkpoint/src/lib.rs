@@ -82,6 +82,18 @@ pub fn strip_prefix(prefix: &str) -> (String, String) {
     (format!("^{}", prefix.replace('.', r"\.")), String::new())
 }
 
+/// The checkpoint (PyTorch) name of a burn parameter path: burn's norm layers call PyTorch's
+/// `weight` and `bias` `gamma` and `beta`.
+pub fn torch_key(module_path: &str) -> String {
+    if let Some(p) = module_path.strip_suffix(".gamma") {
+        format!("{p}.weight")
+    } else if let Some(p) = module_path.strip_suffix(".beta") {
+        format!("{p}.bias")
+    } else {
+        module_path.to_string()
+    }
+}
+
 /// The first problem `result` reports, as an error: a tensor that failed to load, else the
 /// missing tensors. `key` maps a burn module path to its checkpoint key. With `torch_layout`,
 /// 2-d Linear weight shapes are reported as PyTorch stores them (`[out, in]`; burn holds
@@ -144,6 +156,16 @@ pub fn check_apply_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn torch_keys_of_norm_parameters() {
+        assert_eq!(torch_key("encoder.top_bn.gamma"), "encoder.top_bn.weight");
+        assert_eq!(torch_key("encoder.top_bn.beta"), "encoder.top_bn.bias");
+        assert_eq!(
+            torch_key("encoder.top_conv.weight"),
+            "encoder.top_conv.weight"
+        );
+    }
 
     #[test]
     fn missing_files_are_io_errors_naming_them() {

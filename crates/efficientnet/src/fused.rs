@@ -3,10 +3,10 @@
 //! On flex, burn runs the network op by op on NCHW tensors: each 1x1 convolution is a `gemm`
 //! call, then bias, SiLU, the squeeze-excite scaling and the residual add are separate passes
 //! over memory, and the depthwise convolutions walk NCHW planes with a padded copy of their
-//! input. [`FusedNet`] holds the weights, BatchNorms folded in, as plain `f32` arrays (made
-//! once, by [`crate::EfficientNet::prepare`] or the first forward
-//! pass; 1x1 weights packed for [`kernels::gemm`]) and runs an image as a sequence of fused
-//! steps on NHWC buffers that are reused from one call to the next:
+//! input. [`FusedNet`] holds the folded network ([`FoldedNet`]) laid out for the kernels (made
+//! once, by [`crate::EfficientNet::prepare`] or the first forward pass; 1x1 weights packed for
+//! [`kernels::gemm`]) and runs an image as a sequence of fused steps on NHWC buffers that are
+//! reused from one call to the next:
 //!
 //! * stem: im2col (the fixed `(0, 1, 0, 1)` padding read as zeros) + product with bias and
 //!   SiLU applied in registers;
@@ -29,16 +29,13 @@
 
 use std::sync::Mutex;
 
-use burn::module::Param;
-use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 use kernels::depthwise::{Depthwise, Layout, PANEL};
 use kernels::gemm::{Epilogue, Packed, gemm, gemm_from_panels, gemm_panels};
 use rayon::prelude::*;
 
 use crate::config::{Activation, PoolingType};
-use crate::layers::{Block, Embeddings, Encoder, fold};
+use crate::folded::{FoldedBlock, FoldedConv, FoldedNet};
 
 /// A 1x1 convolution (or an im2col'd one): `out[M, n] = in[M, k] · weight + bias`.
 #[derive(Debug)]
@@ -139,85 +136,50 @@ pub(crate) struct FusedNet {
     pool: Mutex<Vec<Vec<f32>>>,
 }
 
-fn values(param: &Param<Tensor<1>>) -> Option<Vec<f32>> {
-    param.val().into_data().try_into_vec::<f32>().ok()
-}
-
-fn weights(param: &Param<Tensor<4>>) -> Option<(Vec<f32>, [usize; 4])> {
-    let t = param.val();
-    let dims = t.dims();
-    Some((t.into_data().try_into_vec::<f32>().ok()?, dims))
-}
-
-/// A conv's weight `[out, in, kh, kw]` (with its dims) and bias, with `bn` folded in by
-/// [`fold`] (the fold of [`crate::EfficientNet::fold_batch_norms`]).
-fn folded(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<(Vec<f32>, [usize; 4], Vec<f32>)> {
-    let (conv, _) = fold(conv.clone(), bn.clone());
-    let (w, dims) = weights(&conv.weight)?;
-    let bias = match &conv.bias {
-        Some(b) => values(b)?,
-        None => vec![0.0; dims[0]],
-    };
-    Some((w, dims, bias))
-}
-
-fn padding(conv: &Conv2d) -> [usize; 4] {
-    match conv.padding {
-        PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r],
-        _ => [0; 4],
-    }
-}
-
-fn pointwise(conv: &Conv2d, bn: &Option<BatchNorm>) -> Option<Pointwise> {
-    if conv.groups != 1 || conv.stride != [1, 1] || padding(conv) != [0; 4] {
+/// `conv` packed for [`gemm`]; `None` unless it is ungrouped, stride 1 and unpadded.
+fn pointwise(conv: FoldedConv) -> Option<Pointwise> {
+    if conv.groups != 1 || conv.stride != [1, 1] || conv.padding != [0; 4] {
         return None;
     }
-    let (w, [n, k, kh, kw], bias) = folded(conv, bn)?;
+    let [n, k, kh, kw] = conv.dims;
     Some(Pointwise {
-        weight: Packed::from_out_in(&w, n, k * kh * kw),
-        bias,
+        weight: Packed::from_out_in(&conv.weight, n, k * kh * kw),
+        bias: conv.bias,
     })
 }
 
 impl FusedNet {
-    /// Copies the weights of a SiLU network, folding the BatchNorms that are still there;
-    /// `None` when the network is not one this path runs (other activations, non-f32
-    /// weights, unusual convs).
+    /// Packs the folded weights of a SiLU network; `None` when the network is not one this
+    /// path runs (other activations, unusual convs).
     pub(crate) fn new(
-        embeddings: &Embeddings,
-        encoder: &Encoder,
+        folded: FoldedNet,
         activation: Activation,
         pooling: PoolingType,
     ) -> Option<Self> {
         if activation != Activation::Silu {
             return None;
         }
-        let conv = &embeddings.convolution;
-        if conv.stride[0] != conv.stride[1] || conv.groups != 1 {
-            return None;
-        }
-        let (w, dims, bias) = folded(conv, &embeddings.batchnorm)?;
-        let [n, in_channels, kernel, kw] = dims;
-        if kernel != kw {
+        let FoldedNet { stem, blocks, top } = folded;
+        let [n, in_channels, kernel, kw] = stem.dims;
+        if stem.stride[0] != stem.stride[1] || stem.groups != 1 || kernel != kw {
             return None;
         }
         let stem = Stem {
             conv: Pointwise {
-                weight: Packed::from_out_in(&w, n, in_channels * kernel * kernel),
-                bias,
+                weight: Packed::from_out_in(&stem.weight, n, in_channels * kernel * kernel),
+                bias: stem.bias,
             },
             in_channels,
             kernel,
-            stride: conv.stride[0],
-            padding: padding(conv),
+            stride: stem.stride[0],
+            padding: stem.padding,
         };
-        let blocks = encoder
-            .blocks
-            .par_iter()
+        let blocks = blocks
+            .into_par_iter()
             .map(FusedBlock::new)
             .collect::<Option<Vec<_>>>()?;
-        let top = match &encoder.top_conv {
-            Some(c) => Some(pointwise(c, &encoder.top_bn)?),
+        let top = match top {
+            Some(c) => Some(pointwise(c)?),
             None => None,
         };
         Some(Self {
@@ -365,24 +327,23 @@ impl FusedNet {
 }
 
 impl FusedBlock {
-    fn new(b: &Block) -> Option<Self> {
-        let dw = &b.depthwise_conv.depthwise_conv;
-        let (w, [c, one, kernel, kw], dw_bias) = folded(dw, &b.depthwise_conv.depthwise_norm)?;
+    fn new(b: FoldedBlock) -> Option<Self> {
+        let dw = b.depthwise;
+        let [c, one, kernel, kw] = dw.dims;
         if one != 1 || kernel != kw || dw.groups != c || dw.stride[0] != dw.stride[1] {
             return None;
         }
-        let se = &b.squeeze_excite;
         Some(Self {
-            expansion: match &b.expansion {
-                Some(e) => Some(pointwise(&e.expand_conv, &e.expand_bn)?),
+            expansion: match b.expansion {
+                Some(e) => Some(pointwise(e)?),
                 None => None,
             },
-            depthwise: Depthwise::new(&w, dw_bias, kernel, dw.stride[0], padding(dw)),
+            depthwise: Depthwise::new(&dw.weight, dw.bias, kernel, dw.stride[0], dw.padding),
             squeeze_excite: SqueezeExcite {
-                reduce: pointwise(&se.reduce, &None)?,
-                expand: pointwise(&se.expand, &None)?,
+                reduce: pointwise(b.reduce)?,
+                expand: pointwise(b.expand)?,
             },
-            projection: pointwise(&b.projection.project_conv, &b.projection.project_bn)?,
+            projection: pointwise(b.projection)?,
             residual: b.residual,
         })
     }

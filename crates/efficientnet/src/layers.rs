@@ -1,7 +1,7 @@
-//! The module tree mirroring HF's checkpoint keys (stem, MBConv blocks, encoder), each block's
-//! forward pass through burn's ops, and BatchNorm folding.
+//! The module tree mirroring HF's checkpoint keys (stem, MBConv blocks, encoder) and each
+//! block's forward pass through burn's ops.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{gelu, relu, sigmoid, silu};
@@ -216,23 +216,4 @@ fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         None => y,
     };
     y.reshape([batch, out, height, width])
-}
-
-/// Folds an inference-mode BatchNorm into the preceding convolution:
-/// `w' = w * g / sqrt(var + eps)`, `b' = beta + (b - mean) * g / sqrt(var + eps)`.
-pub(crate) fn fold(mut conv: Conv2d, bn: Option<BatchNorm>) -> (Conv2d, Option<BatchNorm>) {
-    let Some(bn) = bn else {
-        return (conv, None);
-    };
-    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-    let [out, ..] = conv.weight.dims();
-    let bias = match &conv.bias {
-        Some(b) => b.val(),
-        None => Tensor::zeros([out], &scale.device()),
-    };
-    let new_bias = bn.beta.val() + (bias - bn.running_mean.value()) * scale.clone();
-    let weight = conv.weight.val() * scale.reshape([out, 1, 1, 1]);
-    conv.weight = Param::from_tensor(weight);
-    conv.bias = Some(Param::from_tensor(new_bias));
-    (conv, None)
 }

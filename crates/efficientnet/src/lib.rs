@@ -21,6 +21,7 @@
 
 mod config;
 mod error;
+mod folded;
 mod fused;
 mod in_place;
 mod layers;

@@ -13,17 +13,6 @@ use crate::model::EfficientNet;
 /// `EfficientNetForImageClassification`), stripped at load time.
 const PREFIXES: &str = r"^(vision_model|efficientnet)\.";
 
-/// HF name of a burn parameter path (BatchNorm `gamma`/`beta` are `weight`/`bias` there).
-fn hf_key(path: &str) -> String {
-    if let Some(p) = path.strip_suffix(".gamma") {
-        format!("{p}.weight")
-    } else if let Some(p) = path.strip_suffix(".beta") {
-        format!("{p}.bias")
-    } else {
-        path.to_string()
-    }
-}
-
 impl EfficientNet {
     /// Reads `dir/config.json` and `dir/model.safetensors` and returns the inference form.
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
@@ -58,7 +47,7 @@ impl EfficientNet {
         let result = self
             .load_from(&mut store)
             .map_err(|e| checkpoint::unreadable(path, e))?;
-        checkpoint::check_apply_result(&result, path, hf_key, true)?;
+        checkpoint::check_apply_result(&result, path, checkpoint::torch_key, true)?;
         // Vision tensors the config does not describe (e.g. a top conv, extra blocks).
         if let Some(key) = result.unused.into_iter().find(|k| {
             ["embeddings.", "encoder.", "classifier."]

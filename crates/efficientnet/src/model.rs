@@ -9,11 +9,9 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::{Activation, EfficientNetConfig, PoolingType};
 use crate::error::{Error, Result};
+use crate::folded::FoldedNet;
 use crate::fused::FusedNet;
-use crate::layers::{
-    Act, Block, DepthwiseLayer, Embeddings, Encoder, Expansion, Projection, bn, conv, conv_bn,
-    conv1x1, fold,
-};
+use crate::layers::{Act, Block, Embeddings, Encoder, bn, conv, conv_bn, conv1x1};
 
 /// An HF EfficientNet (`AlignVisionModel`, `EfficientNetModel`, optionally with the
 /// `EfficientNetForImageClassification` head).
@@ -132,84 +130,28 @@ impl EfficientNet {
     }
 
     /// Folds every BatchNorm into the convolution before it (the convs gain a bias), so no BN
-    /// op runs at inference. Call after loading weights.
-    pub fn fold_batch_norms(self) -> Self {
-        let Self {
-            embeddings,
-            encoder,
-            classifier,
-            activation,
-            pooling,
-            num_channels,
-            stage_ends,
-            fused: _,
-        } = self;
-        let (convolution, batchnorm) = fold(embeddings.convolution, embeddings.batchnorm);
-        let blocks = encoder
-            .blocks
-            .into_iter()
-            .map(|b| {
-                let expansion = b.expansion.map(|e| {
-                    let (expand_conv, expand_bn) = fold(e.expand_conv, e.expand_bn);
-                    Expansion {
-                        expand_conv,
-                        expand_bn,
-                    }
-                });
-                let (depthwise_conv, depthwise_norm) = fold(
-                    b.depthwise_conv.depthwise_conv,
-                    b.depthwise_conv.depthwise_norm,
-                );
-                let (project_conv, project_bn) =
-                    fold(b.projection.project_conv, b.projection.project_bn);
-                Block {
-                    expansion,
-                    depthwise_conv: DepthwiseLayer {
-                        depthwise_conv,
-                        depthwise_norm,
-                    },
-                    squeeze_excite: b.squeeze_excite,
-                    projection: Projection {
-                        project_conv,
-                        project_bn,
-                    },
-                    residual: b.residual,
-                }
-            })
-            .collect();
-        let (top_conv, top_bn) = match encoder.top_conv {
-            Some(c) => {
-                let (c, bn) = fold(c, encoder.top_bn);
-                (Some(c), bn)
-            }
-            None => (None, encoder.top_bn),
-        };
-        Self {
-            embeddings: Embeddings {
-                convolution,
-                batchnorm,
-            },
-            encoder: Encoder {
-                blocks,
-                top_conv,
-                top_bn,
-            },
-            classifier,
-            activation,
-            pooling,
-            num_channels,
-            stage_ends,
-            fused: None,
+    /// op runs at inference: the convolutions take the folded network's weights (the fold
+    /// that the fused path packs, computed in f32 on the host), as tensors of the module's
+    /// float type on its device. Call after loading weights.
+    pub fn fold_batch_norms(mut self) -> Self {
+        self.fused = None;
+        if self.has_batch_norms() {
+            let dtype = self.float_dtype();
+            FoldedNet::new(&self.embeddings, &self.encoder).write(
+                &mut self.embeddings,
+                &mut self.encoder,
+                dtype,
+            );
         }
+        self
     }
 
     /// The inference form. On the flex device: the fused path (`Engine::Fused`; a SiLU
-    /// network with f32 weights, as ALIGN's), which runs
-    /// on a copy of the weights with the BatchNorms folded in, made by [`Self::prepare`] or
-    /// else by the first forward pass (the module itself is left as loaded, so a text-only use
-    /// of a checkpoint never reads the vision weights). Elsewhere:
-    /// [`Self::fold_batch_norms`]. Call it once the weights are loaded: the fused copy does not
-    /// follow later changes to the module's parameters.
+    /// network with f32 weights, as ALIGN's), which runs on a packed copy of the folded
+    /// network, made by [`Self::prepare`] or else by the first forward pass (the module itself
+    /// is left as loaded, so a text-only use of a checkpoint never reads the vision weights).
+    /// Elsewhere: [`Self::fold_batch_norms`]. Call it once the weights are loaded: the fused
+    /// copy does not follow later changes to the module's parameters.
     pub fn for_inference(self) -> Self {
         let device = self.embeddings.convolution.weight.val().device();
         if kernels::is_fused_device(&device)
@@ -242,8 +184,7 @@ impl EfficientNet {
             .as_ref()?
             .get_or_init(|| {
                 FusedNet::new(
-                    &self.embeddings,
-                    &self.encoder,
+                    FoldedNet::new(&self.embeddings, &self.encoder),
                     self.activation,
                     self.pooling,
                 )

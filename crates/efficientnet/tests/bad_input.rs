@@ -5,10 +5,17 @@ mod common;
 use burn::tensor::{Device, Tensor};
 use common::fixtures;
 use efficientnet::{CheckpointError, EfficientNet, EfficientNetConfig, Error};
+use test_support::{assert_mentions, shape_mismatch};
 
-fn config_of(case: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixtures().join(case).join("config.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+/// The error of loading fixture `case`'s checkpoint with its config changed by `edit`.
+fn load_with_config(case: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Error {
+    let dir = fixtures().join(case);
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut cfg);
+    let config = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
+    EfficientNet::from_safetensors(dir.join("model.safetensors"), &config, &Device::default())
+        .unwrap_err()
 }
 
 fn model(case: &str) -> EfficientNet {
@@ -53,54 +60,30 @@ fn too_small_or_empty_input() {
 /// A checkpoint of a wider variant (another width coefficient): shape error naming the key.
 #[test]
 fn checkpoint_of_another_width() {
-    let mut cfg = config_of("align_odd33");
-    cfg["width_coefficient"] = 0.5.into();
-    let config = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
-    let err = EfficientNet::from_safetensors(
-        fixtures().join("align_odd33/model.safetensors"),
-        &config,
-        &Device::default(),
-    )
-    .unwrap_err();
-    match &err {
-        Error::Checkpoint(CheckpointError::ShapeMismatch {
-            key,
-            expected,
-            actual,
-            ..
-        }) => {
-            assert!(
-                key.starts_with("embeddings.") || key.starts_with("encoder."),
-                "{err}"
-            );
-            assert_ne!(expected, actual);
-        }
-        other => panic!("expected ShapeMismatch, got {other}"),
-    }
-    let msg = err.to_string();
+    let err = load_with_config("align_odd33", |cfg| cfg["width_coefficient"] = 0.5.into());
+    let Error::Checkpoint(inner) = &err else {
+        panic!("expected a checkpoint error, got {err}")
+    };
+    let (key, expected, actual) = shape_mismatch(inner);
     assert!(
-        msg.contains("model.safetensors") && msg.contains("shape"),
-        "{msg}"
+        key.starts_with("embeddings.") || key.starts_with("encoder."),
+        "{err}"
     );
+    assert_ne!(expected, actual);
+    assert_mentions(&err, &["model.safetensors", "shape"]);
 }
 
 /// Another depth coefficient (more or fewer blocks than the checkpoint has) is refused.
 #[test]
 fn checkpoint_of_another_depth() {
-    let path = fixtures().join("align_odd33/model.safetensors");
-    let mut cfg = config_of("align_odd33");
-    cfg["depth_coefficient"] = 2.0.into();
-    let deeper = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
-    let err = EfficientNet::from_safetensors(&path, &deeper, &Device::default()).unwrap_err();
+    let err = load_with_config("align_odd33", |cfg| cfg["depth_coefficient"] = 2.0.into());
     // blocks move between stages, so the first problem found is a shape or a missing key
     assert!(
         matches!(&err, Error::Checkpoint(CheckpointError::MissingKeys { keys, .. }) if keys[0].starts_with("encoder.blocks."))
             || matches!(&err, Error::Checkpoint(CheckpointError::ShapeMismatch { key, .. }) if key.starts_with("encoder.blocks.")),
         "{err}"
     );
-    cfg["depth_coefficient"] = 1.0.into();
-    let shallower = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
-    let err = EfficientNet::from_safetensors(&path, &shallower, &Device::default()).unwrap_err();
+    let err = load_with_config("align_odd33", |cfg| cfg["depth_coefficient"] = 1.0.into());
     assert!(
         matches!(
             &err,
@@ -115,15 +98,9 @@ fn checkpoint_of_another_depth() {
 /// A standalone EfficientNet checkpoint read with an ALIGN config (no top conv) is refused.
 #[test]
 fn top_conv_checkpoint_with_align_config() {
-    let mut cfg = config_of("efficientnet_top40");
-    cfg["model_type"] = "align_vision_model".into();
-    let config = EfficientNetConfig::from_json_str(&cfg.to_string()).unwrap();
-    let err = EfficientNet::from_safetensors(
-        fixtures().join("efficientnet_top40/model.safetensors"),
-        &config,
-        &Device::default(),
-    )
-    .unwrap_err();
+    let err = load_with_config("efficientnet_top40", |cfg| {
+        cfg["model_type"] = "align_vision_model".into()
+    });
     assert!(
         matches!(&err, Error::Checkpoint(CheckpointError::UnexpectedKey { key, .. }) if key.starts_with("encoder.top_")),
         "{err}"

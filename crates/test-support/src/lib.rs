@@ -1,5 +1,5 @@
 //! Helpers for the workspace's tests and benches (a dev-dependency only): where the fixtures
-//! are, `.npy` reading, comparisons, and deterministic test values.
+//! are, `.npy` reading, comparisons, checks of error messages, and deterministic test values.
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +67,28 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         let d = (x - y).abs();
         if d.is_nan() { f32::INFINITY } else { m.max(d) }
     })
+}
+
+/// Asserts that `err`'s message contains every one of `parts` (file names, keys, fields).
+pub fn assert_mentions(err: &impl std::fmt::Display, parts: &[&str]) {
+    let msg = err.to_string();
+    for part in parts {
+        assert!(msg.contains(part), "`{part}` is not in the message: {msg}");
+    }
+}
+
+/// The key and the expected and actual shapes of a [`checkpoint::Error::ShapeMismatch`];
+/// panics, naming the error, on any other.
+pub fn shape_mismatch(err: &checkpoint::Error) -> (&str, &[usize], &[usize]) {
+    match err {
+        checkpoint::Error::ShapeMismatch {
+            key,
+            expected,
+            actual,
+            ..
+        } => (key, expected, actual),
+        other => panic!("expected a checkpoint shape mismatch, got: {other}"),
+    }
 }
 
 /// `len` values in [-1, 1] in steps of 0.001 from a xorshift sequence seeded by `seed`: the

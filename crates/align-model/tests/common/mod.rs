@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-pub use test_support::{device, float_tensor, int_tensor, max_abs_diff, read_npy, to_vec};
+pub use test_support::{
+    assert_mentions, device, float_tensor, int_tensor, max_abs_diff, read_npy, shape_mismatch,
+    to_vec,
+};
 
 pub fn fixtures() -> PathBuf {
     test_support::fixtures("align")

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-pub use test_support::{device, int_tensor, max_abs_diff, read_npy, to_vec};
+pub use test_support::{
+    assert_mentions, device, int_tensor, max_abs_diff, read_npy, shape_mismatch, to_vec,
+};
 
 pub fn fixtures() -> PathBuf {
     test_support::fixtures("bert")
