@@ -225,22 +225,15 @@ pub fn gemm(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
         Input::Rows,
         Layout::Rows,
         Kernel::best(),
+        true,
     );
 }
 
 /// [`gemm()`] on the calling thread only: for small products inside tasks of the pool (an
 /// attention head's).
 pub fn gemm_serial(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilogue) {
-    gemm_with(
-        a,
-        w,
-        out,
-        epilogue,
-        Input::Rows,
-        Layout::Rows,
-        Kernel::best(),
-        false,
-    );
+    let (input, layout, kernel) = (Input::Rows, Layout::Rows, Kernel::best());
+    gemm_on(a, w, out, epilogue, input, layout, kernel, false);
 }
 
 /// [`gemm()`] with `a` given as panels of 16 of its columns: `[ceil(k / 16), m, 16]`, value
@@ -258,6 +251,7 @@ pub fn gemm_from_panels(a: &[f32], w: &Packed, out: &mut [f32], epilogue: Epilog
         Input::Panels,
         Layout::Rows,
         Kernel::best(),
+        true,
     );
 }
 
@@ -280,6 +274,7 @@ pub fn gemm_panels(a: &[f32], w: &Packed, out: &mut [f32], stride: usize, epilog
         Input::Rows,
         Layout::Panels { stride },
         Kernel::best(),
+        true,
     );
 }
 
@@ -346,22 +341,10 @@ impl Kernel {
     }
 }
 
-/// [`gemm()`] / [`gemm_panels`] / [`gemm_from_panels`] with `kernel` (one this CPU runs).
-fn gemm_on(
-    a: &[f32],
-    w: &Packed,
-    out: &mut [f32],
-    epilogue: Epilogue,
-    input: Input,
-    layout: Layout,
-    kernel: Kernel,
-) {
-    gemm_with(a, w, out, epilogue, input, layout, kernel, true);
-}
-
-/// [`gemm_on`], on rayon's pool if `parallel` (and the product is not small).
+/// [`gemm()`] / [`gemm_panels`] / [`gemm_from_panels`] with `kernel` (one this CPU runs), on
+/// rayon's pool if `parallel` (and the product is not small).
 #[allow(clippy::too_many_arguments)]
-fn gemm_with(
+fn gemm_on(
     a: &[f32],
     w: &Packed,
     out: &mut [f32],
@@ -608,6 +591,28 @@ mod tests {
         out
     }
 
+    /// `a` (`[m, k]`) times `w` through `kernel`, rows in and out.
+    fn row_product(
+        a: &[f32],
+        w: &Packed,
+        m: usize,
+        epilogue: Epilogue,
+        kernel: Kernel,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; m * w.n];
+        gemm_on(
+            a,
+            w,
+            &mut out,
+            epilogue,
+            Input::Rows,
+            Layout::Rows,
+            kernel,
+            true,
+        );
+        out
+    }
+
     #[test]
     fn products_match_a_float64_reference_on_awkward_shapes() {
         // Row and column counts around the 6 x 16 and 9 x 32 blocks (odd and even panel
@@ -651,22 +656,13 @@ mod tests {
                 {
                     continue;
                 }
-                let mut out = vec![f32::NAN; m * n];
                 let epilogue = Epilogue {
                     bias: bias_on.then_some(&bias[..]),
                     residual: res_on.then_some(&residual[..]),
                     silu,
                     gelu: false,
                 };
-                gemm_on(
-                    &a,
-                    &packed,
-                    &mut out,
-                    epilogue,
-                    Input::Rows,
-                    Layout::Rows,
-                    kernel,
-                );
+                let out = row_product(&a, &packed, m, epilogue, kernel);
                 // `a` as panels of 16 columns (padding NaN: never read); with AVX2 bit for bit
                 // the same where both cut `k` at the same places (one block, or blocks of a
                 // multiple of 16); otherwise (and the portable path, which goes through `gemm`
@@ -688,6 +684,7 @@ mod tests {
                     input,
                     layout,
                     kernel,
+                    true,
                 );
                 if simd && (k <= KC || k.div_ceil(k.div_ceil(KC)) % NR == 0) {
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -715,6 +712,7 @@ mod tests {
                         Input::Rows,
                         layout,
                         kernel,
+                        true,
                     );
                     for (at, v) in in_panels.iter().enumerate() {
                         let (i, j) = ((at % stride) / NR, (at / stride) * NR + at % NR);
@@ -738,7 +736,9 @@ mod tests {
                         ..epilogue
                     };
                     let (input, layout) = (Input::Rows, Layout::Rows);
-                    gemm_on(&a, &packed, &mut plain, no_silu, input, layout, kernel);
+                    gemm_on(
+                        &a, &packed, &mut plain, no_silu, input, layout, kernel, true,
+                    );
                     for (i, (&got, &x)) in out.iter().zip(&plain).enumerate() {
                         let mut lanes = [0.0f32; 8];
                         // SAFETY: the CPU has AVX2 and FMA (`simd`); `lanes` holds eight values.
@@ -804,25 +804,13 @@ mod tests {
                     residual: Some(&residual),
                     ..Epilogue::default()
                 };
-                let run = |epilogue| {
-                    let mut out = vec![f32::NAN; m * n];
-                    gemm_on(
-                        &a,
-                        &packed,
-                        &mut out,
-                        epilogue,
-                        Input::Rows,
-                        Layout::Rows,
-                        kernel,
-                    );
-                    out
-                };
-                let mut want = run(epilogue);
+                let mut want = row_product(&a, &packed, m, epilogue, kernel);
                 crate::gelu_inplace(&mut want);
-                let got = run(Epilogue {
+                let gelu = Epilogue {
                     gelu: true,
                     ..epilogue
-                });
+                };
+                let got = row_product(&a, &packed, m, gelu, kernel);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "[{m}, {n}, {k}] {kernel:?}");
             }
