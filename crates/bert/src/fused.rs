@@ -179,8 +179,9 @@ impl FusedBert {
             let word = &self.word[ids[r] * h..][..h];
             let position = &self.position[(r % len) * h..][..h];
             let token_type = &self.token_type[types[r] * h..][..h];
-            for (((x, w), p), t) in row.iter_mut().zip(word).zip(position).zip(token_type) {
-                *x = w + p + t;
+            // (in transformers' order: words and token types, then positions)
+            for (((x, w), t), p) in row.iter_mut().zip(word).zip(token_type).zip(position) {
+                *x = (w + t) + p;
             }
         });
         self.norm.apply(&mut x, self.eps);
@@ -202,14 +203,18 @@ impl FusedBert {
             spare.push(buffers);
         }
         if first_only && self.layers.is_empty() {
-            x = x
-                .chunks_exact(len * h)
-                .flat_map(|s| &s[..h])
-                .copied()
-                .collect();
+            x = first_rows(&x, len, h);
         }
         x
     }
+}
+
+/// The first row of each sequence of `len` rows of `h` values.
+fn first_rows(x: &[f32], len: usize, h: usize) -> Vec<f32> {
+    x.chunks_exact(len * h)
+        .flat_map(|s| &s[..h])
+        .copied()
+        .collect()
 }
 
 /// Buffers reused from layer to layer.
@@ -261,10 +266,7 @@ impl Layer {
         attention(net, qkv, mask, len, q_len, context);
         // The rows the rest of the layer runs on (each sequence's first with `first_only`).
         let x = if first_only {
-            x.chunks_exact(len * h)
-                .flat_map(|s| &s[..h])
-                .copied()
-                .collect()
+            first_rows(&x, len, h)
         } else {
             x
         };

@@ -1,6 +1,7 @@
 //! Which instruction sets this CPU has: the one place the kernels' runtime dispatch asks.
 //!
-//! `ALIGN_KERNELS=avx2` (or `portable`) caps what the kernels use below what the CPU has: to
+//! `ALIGN_KERNELS=avx2` (or `portable`; `avx512`, the default, caps nothing; another value is
+//! ignored with a warning on stderr) caps what the kernels use below what the CPU has: to
 //! measure or test the AVX2 (or portable) kernels on an AVX-512 machine. Results are the same
 //! bit for bit between the SIMD kernels either way.
 
@@ -19,11 +20,29 @@ enum Cap {
 #[cfg(target_arch = "x86_64")]
 fn cap() -> Cap {
     static CAP: OnceLock<Cap> = OnceLock::new();
-    *CAP.get_or_init(|| match std::env::var("ALIGN_KERNELS").as_deref() {
-        Ok("portable") => Cap::Portable,
-        Ok("avx2") => Cap::Avx2,
-        _ => Cap::Avx512,
+    *CAP.get_or_init(|| {
+        let (cap, warning) = parse_cap(std::env::var("ALIGN_KERNELS").ok().as_deref());
+        if let Some(warning) = warning {
+            eprintln!("{warning}");
+        }
+        cap
     })
+}
+
+/// The cap an `ALIGN_KERNELS` value asks for, and the warning for a value it does not know.
+#[cfg(target_arch = "x86_64")]
+fn parse_cap(value: Option<&str>) -> (Cap, Option<String>) {
+    match value {
+        Some("portable") => (Cap::Portable, None),
+        Some("avx2") => (Cap::Avx2, None),
+        Some("avx512") | None => (Cap::Avx512, None),
+        Some(other) => (
+            Cap::Avx512,
+            Some(format!(
+                "ALIGN_KERNELS={other}: not avx512, avx2 or portable; ignored"
+            )),
+        ),
+    }
 }
 
 /// Whether this CPU has AVX2 and FMA, which the `avx2` kernels of every operation
@@ -46,4 +65,23 @@ pub fn has_avx512f() -> bool {
         && std::arch::is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_kernels_values() {
+        assert_eq!(parse_cap(None), (Cap::Avx512, None));
+        assert_eq!(parse_cap(Some("avx2")), (Cap::Avx2, None));
+        assert_eq!(parse_cap(Some("portable")), (Cap::Portable, None));
+        let (cap, warning) = parse_cap(Some("avx-2"));
+        assert_eq!(cap, Cap::Avx512);
+        assert!(
+            warning
+                .unwrap()
+                .starts_with("ALIGN_KERNELS=avx-2: not avx512")
+        );
+    }
 }
