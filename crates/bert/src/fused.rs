@@ -1,11 +1,12 @@
 //! The fused CPU path of the encoder (flex, f32): every linear layer a product against
-//! weights packed once ([`kernels::gemm`]) with its bias, and the output layers' residual
+//! weights packed once ([`kernels::gemm::Weight`]: on AMX machines also split for the AMX
+//! products, which batches of 2 or more 64-token texts use) with its bias, and the output layers' residual
 //! or the intermediate layer's GELU, applied in registers; LayerNorm in place on the rows;
 //! attention per sequence and head as two small products on the calling thread of a task of
 //! the pool (scores with the padding mask as their bias, softmax, the weighted sum of the
 //! values). Buffers are made once per call and reused by every layer.
 
-use kernels::gemm::{Epilogue, Packed, gemm, gemm_serial};
+use kernels::gemm::{Epilogue, Packed, Weight, gemm_serial, gemm_weight};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -49,7 +50,7 @@ struct Layer {
 
 #[derive(Debug)]
 struct Linear {
-    weight: Packed,
+    weight: Weight,
     bias: Vec<f32>,
 }
 
@@ -84,10 +85,10 @@ impl Linear {
                 None => vec![0.0; l.weight.dims()[1]],
             })
             .collect();
-        let weight = match <[Packed; 1]>::try_from(parts) {
+        let weight = Weight::new(match <[Packed; 1]>::try_from(parts) {
             Ok([one]) => one,
             Err(parts) => Packed::side_by_side(&parts),
-        };
+        });
         Self { weight, bias }
     }
 
@@ -224,6 +225,8 @@ struct Buffers {
     context: Vec<f32>,
     attended: Vec<f32>,
     inner: Vec<f32>,
+    /// A product's input split for the AMX products ([`gemm_weight`]).
+    parts: Vec<u16>,
 }
 
 /// `buf` resized to `len` values (old values left: every user overwrites them all).
@@ -260,7 +263,8 @@ impl Layer {
         let rows = x.len() / h;
         let batch = rows / len;
         let qkv = sized(&mut buf.qkv, rows * 3 * h);
-        gemm(&x, &self.qkv.weight, qkv, self.qkv.epilogue(None, false));
+        let epilogue = self.qkv.epilogue(None, false);
+        gemm_weight(&x, &self.qkv.weight, qkv, epilogue, &mut buf.parts);
         let q_len = if first_only { 1 } else { len };
         let context = sized(&mut buf.context, batch * q_len * h);
         attention(net, qkv, mask, len, q_len, context);
@@ -271,29 +275,32 @@ impl Layer {
             x
         };
         let attended = sized(&mut buf.attended, x.len());
-        gemm(
+        gemm_weight(
             context,
             &self.attention_output.weight,
             attended,
             self.attention_output.epilogue(Some(&x), false),
+            &mut buf.parts,
         );
         self.attention_norm.apply(attended, net.eps);
         let inner = sized(
             &mut buf.inner,
             attended.len() / h * self.intermediate.bias.len(),
         );
-        gemm(
+        gemm_weight(
             attended,
             &self.intermediate.weight,
             inner,
             self.intermediate.epilogue(None, true),
+            &mut buf.parts,
         );
         let mut out = x;
-        gemm(
+        gemm_weight(
             inner,
             &self.output.weight,
             &mut out,
             self.output.epilogue(Some(attended), false),
+            &mut buf.parts,
         );
         self.output_norm.apply(&mut out, net.eps);
         out

@@ -47,6 +47,66 @@ const SHAPES: [(char, usize, usize, usize, usize); 21] = [
     ('p', 81, 3840, 640, 3),
 ];
 
+/// (rows, inner, columns) of BERT-base's linear layers on 32 x 64 and 1 x 64 tokens: Q/K/V
+/// side by side, the attention output, the two feed-forward layers.
+const TEXT_SHAPES: [(usize, usize, usize); 8] = [
+    (2048, 768, 2304),
+    (2048, 768, 768),
+    (2048, 768, 3072),
+    (2048, 3072, 768),
+    (64, 768, 2304),
+    (64, 768, 768),
+    (64, 768, 3072),
+    (64, 3072, 768),
+];
+
+/// The text tower's products through the float32 kernel ([`gemm()`]) and, where the CPU has
+/// AMX, [`kernels::gemm::amx::gemm`]; bias and residual (GELU on the first feed-forward
+/// layer), distinct weights per call as in the network's twelve layers.
+fn text_products(c: &mut Criterion) {
+    let mut group = c.benchmark_group("text_products");
+    group.sample_size(10);
+    for (m, k, n) in TEXT_SHAPES {
+        let packed: Vec<Packed> = (0..4)
+            .map(|i| Packed::from_out_in(&values(n * k, 10 + i as u32), n, k))
+            .collect();
+        let a = values(m * k, 1);
+        let bias = values(n, 2);
+        let residual = values(m * n, 3);
+        let mut out = vec![0.0f32; m * n];
+        let gelu = n == 3072;
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            residual: (!gelu).then_some(&residual[..]),
+            silu: false,
+            gelu,
+        };
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let mut next = 0;
+        group.bench_function(format!("f32_{m}x{k}x{n}"), |b| {
+            b.iter(|| {
+                next = (next + 1) % packed.len();
+                gemm(&a, &packed[next], &mut out, epilogue);
+                black_box(&out);
+            })
+        });
+        #[cfg(target_arch = "x86_64")]
+        if kernels::gemm::amx::available() {
+            use kernels::gemm::amx;
+            let split: Vec<amx::Split> = packed.iter().map(amx::Split::new).collect();
+            let mut parts = Vec::new();
+            group.bench_function(format!("amx_{m}x{k}x{n}"), |b| {
+                b.iter(|| {
+                    next = (next + 1) % packed.len();
+                    amx::gemm(&a, &split[next], &mut out, epilogue, &mut parts);
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn products(c: &mut Criterion) {
     let mut group = c.benchmark_group("products");
     group.sample_size(10);
@@ -162,7 +222,7 @@ fn silu(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, products, fma_peak, silu);
+criterion_group!(benches, products, text_products, fma_peak, silu);
 
 /// `criterion_main!`, but with the benches inside rayon's pool, as the network calls the
 /// products (`EfficientNet::run_on_host` runs each image on a worker): called from the main

@@ -1,9 +1,10 @@
 //! Which instruction sets this CPU has: the one place the kernels' runtime dispatch asks.
 //!
-//! `ALIGN_KERNELS=avx2` (or `portable`; `avx512`, the default, caps nothing; another value is
-//! ignored with a warning on stderr) caps what the kernels use below what the CPU has: to
-//! measure or test the AVX2 (or portable) kernels on an AVX-512 machine. Results are the same
-//! bit for bit between the SIMD kernels either way.
+//! `ALIGN_KERNELS=avx512` (or `avx2`, or `portable`; `amx`, the default, caps nothing;
+//! another value is ignored with a warning on stderr) caps what the kernels use below what the
+//! CPU has: to measure or test the AVX-512, AVX2 or portable kernels on a machine with more.
+//! Results are the same bit for bit between the AVX-512 and AVX2 kernels either way; the AMX
+//! products ([`crate::gemm::amx`]) differ from them by float32 rounding.
 
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
@@ -15,6 +16,7 @@ enum Cap {
     Portable,
     Avx2,
     Avx512,
+    Amx,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -35,11 +37,12 @@ fn parse_cap(value: Option<&str>) -> (Cap, Option<String>) {
     match value {
         Some("portable") => (Cap::Portable, None),
         Some("avx2") => (Cap::Avx2, None),
-        Some("avx512") | None => (Cap::Avx512, None),
+        Some("avx512") => (Cap::Avx512, None),
+        Some("amx") | None => (Cap::Amx, None),
         Some(other) => (
-            Cap::Avx512,
+            Cap::Amx,
             Some(format!(
-                "ALIGN_KERNELS={other}: not avx512, avx2 or portable; ignored"
+                "ALIGN_KERNELS={other}: not amx, avx512, avx2 or portable; ignored"
             )),
         ),
     }
@@ -67,21 +70,30 @@ pub fn has_avx512f() -> bool {
     false
 }
 
+/// Whether `ALIGN_KERNELS` leaves the AMX products on (where the CPU has them:
+/// [`crate::gemm::amx::available`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn allows_amx() -> bool {
+    cap() >= Cap::Amx
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
     #[test]
     fn align_kernels_values() {
-        assert_eq!(parse_cap(None), (Cap::Avx512, None));
+        assert_eq!(parse_cap(None), (Cap::Amx, None));
+        assert_eq!(parse_cap(Some("amx")), (Cap::Amx, None));
+        assert_eq!(parse_cap(Some("avx512")), (Cap::Avx512, None));
         assert_eq!(parse_cap(Some("avx2")), (Cap::Avx2, None));
         assert_eq!(parse_cap(Some("portable")), (Cap::Portable, None));
         let (cap, warning) = parse_cap(Some("avx-2"));
-        assert_eq!(cap, Cap::Avx512);
+        assert_eq!(cap, Cap::Amx);
         assert!(
             warning
                 .unwrap()
-                .starts_with("ALIGN_KERNELS=avx-2: not avx512")
+                .starts_with("ALIGN_KERNELS=avx-2: not amx, avx512")
         );
     }
 }

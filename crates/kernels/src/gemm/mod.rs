@@ -200,6 +200,51 @@ fn scale_panel_avx2(dst: &mut [f32], src: &[f32], scale: &[f32]) {
     scale_panel(dst, src, scale)
 }
 
+/// A weight for [`gemm_weight`]: packed for the float32 kernels, and where the CPU runs
+/// the AMX products ([`amx`]: float32's accuracy, faster on many rows) also split for them.
+#[derive(Debug, Clone)]
+pub struct Weight {
+    packed: Packed,
+    #[cfg(target_arch = "x86_64")]
+    split: Option<amx::Split>,
+}
+
+impl Weight {
+    /// `packed`, and split where this CPU runs the AMX products.
+    pub fn new(packed: Packed) -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            split: amx::available().then(|| amx::Split::new(&packed)),
+            packed,
+        }
+    }
+}
+
+/// The fewest rows [`gemm_weight`] hands to the AMX products: on fewer, each split weight
+/// value serves too few rows to beat the float32 kernels (which read 4 bytes per weight
+/// value where the split reads 6).
+pub const AMX_ROWS: usize = 128;
+
+/// `out[m, n] = a[m, k] · w` then `epilogue`, as [`gemm()`]: through the AMX products where
+/// `w` was split for them and `a` has at least [`AMX_ROWS`] rows, else the float32 kernels;
+/// `parts` is storage the AMX products split `a` into (grown as needed, reused across calls).
+pub fn gemm_weight(
+    a: &[f32],
+    w: &Weight,
+    out: &mut [f32],
+    epilogue: Epilogue,
+    parts: &mut Vec<u16>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(split) = &w.split
+        && a.len() >= AMX_ROWS * w.packed.k
+    {
+        return amx::gemm(a, split, out, epilogue, parts);
+    }
+    let _ = parts;
+    gemm(a, &w.packed, out, epilogue)
+}
+
 /// What is applied to each output value `x` at column `j`, row `i`, in this order.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
@@ -568,6 +613,8 @@ macro_rules! k_loop {
     }};
 }
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
