@@ -237,6 +237,7 @@ pub fn gemm_weight(
 ) {
     #[cfg(target_arch = "x86_64")]
     if let Some(split) = &w.split
+        && w.packed.k > 0
         && a.len() >= AMX_ROWS * w.packed.k
     {
         return amx::gemm(a, split, out, epilogue, parts);
