@@ -1,9 +1,9 @@
 //! The fused CPU path of the encoder (flex, f32): every linear layer a product against
-//! weights packed once ([`kernels::gemm::Weight`]: on AMX machines also split for the AMX
-//! products, which batches of 2 or more 64-token texts use) with its bias, and the output layers' residual
-//! or the intermediate layer's GELU, applied in registers; LayerNorm in place on the rows;
-//! attention per sequence and head as two small products on the calling thread of a task of
-//! the pool (scores with the padding mask as their bias, softmax, the weighted sum of the
+//! weights packed once ([`kernels::gemm::Weight`]; on AMX machines also split for the AMX
+//! products, which take products of 128 rows or more) with its bias, and the output layers'
+//! residual or the intermediate layer's GELU, applied in registers; LayerNorm in place on the
+//! rows; attention per sequence and head as two small products on the calling thread of a task
+//! of the pool (scores with the padding mask as their bias, softmax, the weighted sum of the
 //! values). Buffers are made once per call and reused by every layer.
 
 use kernels::gemm::{Epilogue, Packed, Weight, gemm_serial, gemm_weight};

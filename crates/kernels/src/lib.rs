@@ -8,9 +8,10 @@
 //!   kernels. burn-flex 0.22 evaluates them one element at a time with libm on one thread;
 //!   flex tensors live in host memory and `into_data` / `from_data` hand the buffer over
 //!   without copying ([`map_in_place`]), so on flex they are computed here instead.
-//! * [`gemm`]: matrix products against weights packed once, with bias, residual add and SiLU
-//!   applied in registers (the vision tower's 1x1 convolutions, the text tower's linear
-//!   layers and attention products).
+//! * [`gemm`]: matrix products against weights packed once, with bias, residual add, SiLU or
+//!   GELU applied in registers (the vision tower's 1x1 convolutions, the text tower's linear
+//!   layers and attention products); on CPUs with AMX-BF16 also float32-accurate products on
+//!   AMX tiles ([`gemm::amx`], the text tower's products of 128 rows or more).
 //! * [`norm`]: layer normalisation of rows (the text tower's).
 //! * [`depthwise`]: depthwise convolutions + bias + SiLU with per-channel sums (the vision
 //!   tower's depthwise layers and squeeze-excite pooling).

@@ -13,8 +13,9 @@
 //! panels (the next pair fetched into L2 meanwhile), every block of 32 rows in four
 //! accumulator tiles, fourteen tile loads per 24 multiply-adds; each block is finished by
 //! the [`Epilogue`] on the vector units while the tiles multiply the next one (its output
-//! rows fetched ahead). On align-base's text shapes (2048 rows) about 1.4 times the
-//! float32 kernels' rate: the tiles wait on L2 (docs/performance.md).
+//! rows fetched ahead). On align-base's text shapes (2048 rows) 1.1 to 1.5 times the float32
+//! kernels' rate (`cargo bench -p kernels --bench products -- text_products`): the tiles wait
+//! on L2.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -376,12 +377,11 @@ unsafe fn task(
     // runs on the vector units while the tiles multiply (and long after its tiles were
     // stored: reading values just stored from tiles stalls).
     let rows_per_step = B.div_ceil(steps);
-    // Two blocks of sums: the one being finished, the one being stored.
-    let mut sums = [[0f32; B * B]; 2];
+    // Two blocks of sums: the one being stored, the previous one being finished.
+    let (mut stored, mut finishing) = ([0f32; B * B], [0f32; B * B]);
     let mut pending: Option<Block> = None;
     // SAFETY: the configuration is valid; released below.
     unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
-    let mut index = 0;
     let panel_len = PARTS * kc * NR;
     let block = |rb: usize, cb: usize| Block {
         r0: rb * B,
@@ -420,12 +420,6 @@ unsafe fn task(
             } else {
                 None
             };
-            let (stored, finishing) = sums.split_at_mut(1);
-            let (stored, finishing) = if index % 2 == 0 {
-                (&mut stored[0], &finishing[0])
-            } else {
-                (&mut finishing[0], &stored[0])
-            };
             // SAFETY: the tiles read whole steps inside `parts` and the panels; the block's
             // sums so far inside `out` (a whole block) or `stored`.
             unsafe {
@@ -461,10 +455,10 @@ unsafe fn task(
                         }
                         line += 1;
                     }
-                    let first = step * rows_per_step;
-                    let these = first..first + rows_per_step;
+                    let row0 = step * rows_per_step;
+                    let these = row0..row0 + rows_per_step;
                     if let Some(block) = &pending {
-                        block.finish(finishing, these.clone(), out, n, epilogue);
+                        block.finish(&finishing, these.clone(), out, n, epilogue);
                     }
                     if let Some(block) = &fetched {
                         block.fetch(these, out, n, epilogue);
@@ -473,12 +467,12 @@ unsafe fn task(
                 store(stored.as_mut_ptr(), B);
             }
             pending = Some(current);
-            index += 1;
+            std::mem::swap(&mut stored, &mut finishing);
         }
     }
     if let Some(block) = &pending {
         // SAFETY: as above.
-        unsafe { block.finish(&sums[(index - 1) % 2], 0..B, out, n, epilogue) };
+        unsafe { block.finish(&finishing, 0..B, out, n, epilogue) };
     }
     // SAFETY: the tiles are done.
     unsafe { asm!("tilerelease", options(nostack)) };

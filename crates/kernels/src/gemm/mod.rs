@@ -242,6 +242,7 @@ pub fn gemm_weight(
     {
         return amx::gemm(a, split, out, epilogue, parts);
     }
+    #[cfg(not(target_arch = "x86_64"))]
     let _ = parts;
     gemm(a, &w.packed, out, epilogue)
 }
