@@ -310,6 +310,34 @@ unsafe fn kernel<const R: usize>(
     step: &Step,
 ) {
     let kc = b.len() / NR;
+    // The lines the epilogue will read, fetched now so that they are in L1 when the
+    // multiply-adds end: the residual's rows (one line per row in memory, where the
+    // hardware's prefetcher does not look: the rows are a whole output row apart) and the
+    // sums of the blocks of `k` before. Waiting on them at the end cost up to a tenth of
+    // the 2048-row products' time on a 32 KiB-L1 AVX2 CPU. (A row's 16 values may straddle
+    // two lines; a prefetch past the output's end does not fault.)
+    if step.last
+        && let Some(res) = step.residual
+    {
+        for i in 0..R {
+            let at = res.as_ptr().wrapping_add((row + i) * step.n + step.col);
+            // SAFETY: a prefetch reads nothing and faults on no address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(NR - 1).cast());
+            }
+        }
+    }
+    if !step.first {
+        for i in 0..R {
+            let at = out.wrapping_add(i * step.ldo);
+            // SAFETY: as above.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(NR - 1).cast());
+            }
+        }
+    }
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     // SAFETY: p < kc and i < R stay inside the block of `a` (each group of 16 values of
     // `k` `group` values after the one before) and inside `b`.
