@@ -313,9 +313,8 @@ unsafe fn kernel<const R: usize>(
     // The lines the epilogue will read, fetched now so that they are in L1 when the
     // multiply-adds end: the residual's rows (one line per row in memory, where the
     // hardware's prefetcher does not look: the rows are a whole output row apart) and the
-    // sums of the blocks of `k` before. Waiting on them at the end cost up to a tenth of
-    // the 2048-row products' time on a 32 KiB-L1 AVX2 CPU. (A row's 16 values may straddle
-    // two lines; a prefetch past the output's end does not fault.)
+    // sums of the blocks of `k` before, else waited on once the multiply-adds end. (A row's
+    // 16 values may straddle two lines; a prefetch past the output's end does not fault.)
     if step.last
         && let Some(res) = step.residual
     {
